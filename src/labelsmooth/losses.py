@@ -1,0 +1,256 @@
+r"""The reference functional losses: label-smoothed cross-entropy, binary smoothing, the confidence penalty.
+
+These are the exact, readable implementations (autograd through ``log_softmax``). The fused kernels in
+:mod:`labelsmooth.fused` compute the same numbers with less memory and are tested against these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from labelsmooth import _validation as V
+from labelsmooth.targets import index_target_coefficients, prior_vector, smooth_probabilities
+
+
+@dataclass(frozen=True)
+class CrossEntropyArgs:
+    """Validated cross-entropy arguments with the logits flattened to (M, K), class dimension last."""
+
+    logits: Tensor  # (M, K), the input's dtype
+    target: Tensor  # (M,) class indices, or (M, K) probabilities
+    soft: bool
+    out_shape: torch.Size  # shape of reduction="none"
+    num_classes: int
+    label_smoothing: float
+    convention: str
+    reduction: str
+
+
+def check_cross_entropy_args(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    convention: str,
+    prior: Tensor | None,
+) -> CrossEntropyArgs:
+    """Validate every argument of :func:`cross_entropy` and flatten the logits to (M, K)."""
+    V.check_logits(input)
+    eps = V.check_probability("label_smoothing", label_smoothing)
+    reduction = V.check_reduction(reduction)
+    convention = V.check_convention(convention)
+    ignore_index = V.check_ignore_index(ignore_index)
+    cdim = V.class_dim(input)
+    K = input.shape[cdim]
+    if K < 1:
+        raise ValueError(f"Expected argument `input` to have at least one class, but got shape {tuple(input.shape)}")
+    soft = V.check_target(input, target, ignore_index)
+    V.check_weight(weight, K)
+    V.check_prior(prior, K, convention)
+    logits = input.movedim(cdim, -1).reshape(-1, K)
+    out_shape = target.shape if not soft else input.movedim(cdim, -1).shape[:-1]
+    if soft:
+        flat_target = target.movedim(cdim, -1).reshape(-1, K)
+    else:
+        flat_target = target.reshape(-1)
+    return CrossEntropyArgs(logits, flat_target, soft, out_shape, K, eps, convention, reduction)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half and bfloat16 inputs are computed in float32; float32 and float64 in their own precision."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def reduce_rows(row_loss: Tensor, reduction: str, denominator: Tensor | float, out_shape: torch.Size) -> Tensor:
+    if reduction == "none":
+        return row_loss.reshape(out_shape)
+    if reduction == "sum":
+        return row_loss.sum()
+    return row_loss.sum() / denominator
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    convention: str = "uniform",
+    prior: Tensor | None = None,
+) -> Tensor:
+    r"""Cross-entropy against a label-smoothed target, a drop-in for :func:`torch.nn.functional.cross_entropy`.
+
+    .. math::
+        \ell_i = -\sum_k w_k\, q_{ik} \log \mathrm{softmax}(z_i)_k, \qquad
+        q_i = (1-s)\,e_{y_i} + s\,\pi
+
+    with :math:`s = \varepsilon` for ``convention="uniform"`` (Szegedy et al. 2016, torch's meaning of ε)
+    and :math:`s = \varepsilon/(1-\pi_{y_i})` for ``convention="others"`` (fairseq's: the true class keeps
+    exactly 1 − ε and the others share ε, ε/(K−1) each under a uniform prior). ``prior`` π defaults to 1/K.
+
+    Weights follow torch: each class's term is scaled by its weight ``w_k`` (so the weights also scale the
+    smoothing term), and ``reduction="mean"`` divides by :math:`\sum_i w_{y_i}` over non-ignored targets
+    (by the number of rows for probability targets). The same rule extends unchanged to "others" and to
+    priors. A mean over targets that are all ignored is NaN, as in torch.
+
+    With ``convention="uniform"`` and no prior, value and gradient equal torch's in every configuration
+    torch supports. float16/bfloat16 logits are computed in float32 and the loss returned in their dtype.
+
+    Args:
+        input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk); floating point.
+        target: class indices, shape (), (N,) or (N, d1, ..., dk), values in [0, C) or ``ignore_index``;
+            or class probabilities of the input's shape (smoothed by the linear extension, see
+            :mod:`labelsmooth.targets`).
+        weight: optional (C,) class weights.
+        ignore_index: target value that contributes nothing (class-index targets only).
+        reduction: "mean", "sum" or "none" (shape of the target without the class dimension).
+        label_smoothing: ε in [0, 1].
+        convention: "uniform" or "others".
+        prior: optional (C,) probability vector the smoothing mass is spread by.
+
+    Returns:
+        The loss: a scalar, or per-element losses for ``reduction="none"``.
+
+    Example:
+        >>> import torch, torch.nn.functional as F, labelsmooth
+        >>> z = torch.tensor([[2.0, 0.5, -1.0]]); y = torch.tensor([0])
+        >>> torch.allclose(labelsmooth.cross_entropy(z, y, label_smoothing=0.1),
+        ...                F.cross_entropy(z, y, label_smoothing=0.1))
+        True
+        >>> # fairseq's ε = 0.1 on K = 3 classes is torch's ε = 0.15
+        >>> torch.allclose(labelsmooth.cross_entropy(z, y, label_smoothing=0.1, convention="others"),
+        ...                F.cross_entropy(z, y, label_smoothing=0.15))
+        True
+    """
+    args = check_cross_entropy_args(input, target, weight, ignore_index, reduction, label_smoothing, convention, prior)
+    dtype = compute_dtype(input.dtype)
+    logp = F.log_softmax(args.logits.to(dtype), dim=-1)
+    K = args.num_classes
+    if args.soft:
+        prior_vec = prior_vector(prior, K, dtype=dtype, device=input.device)
+        q = smooth_probabilities(args.target.to(dtype), args.label_smoothing, args.convention, prior_vec)
+        if weight is not None:
+            q = q * weight.to(dtype)
+        row_loss = -(q * logp).sum(-1)
+        denominator: Tensor | float = float(args.logits.shape[0])
+    else:
+        c = index_target_coefficients(
+            args.target, K, args.label_smoothing, convention=args.convention, prior=prior,
+            weight=weight, ignore_index=ignore_index, dtype=dtype,
+        )  # fmt: skip
+        true_logp = logp.gather(1, c.safe_target.unsqueeze(1)).squeeze(1)
+        row_loss = -c.true_coef * true_logp
+        if args.label_smoothing > 0:
+            row_loss = row_loss - c.prior_coef * (logp @ c.prior_weighted)
+        denominator = c.row_weight.sum()
+    return reduce_rows(row_loss, args.reduction, denominator, args.out_shape).to(input.dtype)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""Binary (and multi-label) cross-entropy on logits with targets pulled towards 1/2.
+
+    .. math::
+        \tilde y = y\,(1-\varepsilon) + \varepsilon/2, \qquad
+        \ell = -w\,[\,p_w \tilde y \log\sigma(x) + (1-\tilde y)\log(1-\sigma(x))\,]
+
+    Keras' convention (``BinaryCrossentropy(label_smoothing=ε)``). timm's ``BinaryCrossEntropy`` spreads
+    its ``smoothing`` s over C classes (off = s/C, on = 1 − s + s/C): the same target only when C = 2.
+    Everything else, including ``weight`` and ``pos_weight`` broadcasting, is
+    :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
+
+    Args:
+        input: logits of any shape.
+        target: targets in [0, 1], the input's shape (multi-label: one column per label).
+        weight: optional rescaling, broadcastable to the input.
+        reduction: "mean", "sum" or "none".
+        pos_weight: optional weight of positive examples, broadcastable along the last dimension.
+        label_smoothing: ε in [0, 1].
+
+    Returns:
+        The loss, in the input's dtype.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> x = torch.tensor([3.0, -2.0]); y = torch.tensor([1.0, 0.0])
+        >>> loss = labelsmooth.binary_cross_entropy_with_logits(x, y, label_smoothing=0.2)
+        >>> manual = torch.nn.functional.binary_cross_entropy_with_logits(x, torch.tensor([0.9, 0.1]))
+        >>> torch.allclose(loss, manual)
+        True
+    """
+    V.check_logits(input)
+    eps = V.check_probability("label_smoothing", label_smoothing)
+    reduction = V.check_reduction(reduction)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"Expected argument `target` to be a torch.Tensor, but got {type(target).__name__}")
+    if target.shape != input.shape:
+        raise ValueError(f"Expected argument `target` to have the input's shape {tuple(input.shape)}, but got {tuple(target.shape)}")
+    dtype = compute_dtype(input.dtype)
+    smoothed = target.to(dtype) * (1.0 - eps) + eps / 2.0
+    loss = F.binary_cross_entropy_with_logits(
+        input.to(dtype), smoothed,
+        weight=None if weight is None else weight.to(dtype),
+        pos_weight=None if pos_weight is None else pos_weight.to(dtype),
+        reduction=reduction,
+    )  # fmt: skip
+    return loss.to(input.dtype)
+
+
+def entropy(input: Tensor) -> Tensor:
+    """H(softmax(z)) per row, class dimension last: −Σ p log p, computed stably from log-probabilities."""
+    logp = F.log_softmax(input, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def confidence_penalty(input: Tensor, beta: float, *, threshold: float | None = None, reduction: str = "mean") -> Tensor:
+    r"""The confidence penalty of Pereyra et al. 2017 (arXiv:1701.06548, §2): punish low output entropy.
+
+    .. math::
+        \ell_i = -\beta\, H(p_i) \quad\text{or, with a threshold } \Gamma,\quad
+        \ell_i = \beta \max(0,\ \Gamma - H(p_i)), \qquad H(p) = -\sum_k p_k \log p_k
+
+    Add it to a cross-entropy (:class:`labelsmooth.ConfidencePenaltyLoss` does). Minimising it *raises*
+    the entropy of p. Since :math:`-H(p) = D_{KL}(p\,\|\,u) - \log K`, it is label smoothing's
+    :math:`D_{KL}(u\,\|\,p)` with the divergence reversed.
+
+    Args:
+        input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk).
+        beta: β >= 0.
+        threshold: optional Γ >= 0 (in nats) for the hinge form.
+        reduction: "mean", "sum" or "none" (the input's shape without the class dimension).
+
+    Returns:
+        The penalty, in the input's dtype.
+
+    Example:
+        >>> import torch, math, labelsmooth
+        >>> # uniform logits have the largest entropy, log K: the penalty is −β log K
+        >>> labelsmooth.confidence_penalty(torch.zeros(1, 4), beta=1.0).item() == -math.log(4)
+        True
+    """
+    V.check_logits(input)
+    beta = V.check_nonnegative("beta", beta)
+    if threshold is not None:
+        threshold = V.check_nonnegative("threshold", threshold)
+    reduction = V.check_reduction(reduction)
+    cdim = V.class_dim(input)
+    z = input.movedim(cdim, -1).to(compute_dtype(input.dtype))
+    h = entropy(z)
+    penalty = -beta * h if threshold is None else beta * torch.clamp(threshold - h, min=0.0)
+    if reduction == "none":
+        return penalty.to(input.dtype)
+    return (penalty.sum() if reduction == "sum" else penalty.mean()).to(input.dtype)
