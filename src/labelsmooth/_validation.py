@@ -26,7 +26,9 @@ def check_probability(name: str, value: object) -> float:
     """A number in [0, 1]; NaN, infinities and negatives are refused (torch clamps negatives to 0)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"Expected argument `{name}` to be a number in [0, 1], but got a tensor of shape {tuple(value.shape)}")
+            raise ValueError(
+                f"Expected argument `{name}` to be a number in [0, 1], but got a tensor of shape {tuple(value.shape)}"
+            )
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"Expected argument `{name}` to be a number in [0, 1], but got {type(value).__name__}")
@@ -83,7 +85,9 @@ def check_target(input: Tensor, target: Tensor, ignore_index: int) -> bool:
             )
         return True
     if target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"Expected argument `target` to hold integer class indices or float probabilities, but got {target.dtype}")
+        raise TypeError(
+            f"Expected argument `target` to hold integer class indices or float probabilities, but got {target.dtype}"
+        )
     expected = input.shape[:1] + input.shape[2:] if input.dim() > 1 else torch.Size([])
     if target.shape != expected:
         raise ValueError(
@@ -107,7 +111,9 @@ def check_weight(weight: Tensor | None, num_classes: int, name: str = "weight") 
     if not isinstance(weight, Tensor):
         raise TypeError(f"Expected argument `{name}` to be a torch.Tensor or None, but got {type(weight).__name__}")
     if weight.shape != (num_classes,):
-        raise ValueError(f"Expected argument `{name}` to have shape ({num_classes},), one per class, but got {tuple(weight.shape)}")
+        raise ValueError(
+            f"Expected argument `{name}` to have shape ({num_classes},), one per class, but got {tuple(weight.shape)}"
+        )
     if not weight.is_floating_point():
         raise TypeError(f"Expected argument `{name}` to have a floating-point dtype, but got {weight.dtype}")
 
@@ -119,17 +125,23 @@ def check_prior(prior: Tensor | None, num_classes: int, convention: str = "unifo
     if not isinstance(prior, Tensor):
         raise TypeError(f"Expected argument `prior` to be a torch.Tensor or None, but got {type(prior).__name__}")
     if prior.shape != (num_classes,):
-        raise ValueError(f"Expected argument `prior` to have shape ({num_classes},), one per class, but got {tuple(prior.shape)}")
+        raise ValueError(
+            f"Expected argument `prior` to have shape ({num_classes},), one per class, but got {tuple(prior.shape)}"
+        )
     if not prior.is_floating_point():
         raise TypeError(f"Expected argument `prior` to have a floating-point dtype, but got {prior.dtype}")
     p = prior.detach().double()
     if not bool(torch.isfinite(p).all()):
-        raise ValueError(f"Expected argument `prior` to be finite, but got {prior.tolist() if num_classes <= 20 else 'NaN/inf entries'}")
+        raise ValueError(
+            f"Expected argument `prior` to be finite, but got {prior.tolist() if num_classes <= 20 else 'NaN/inf entries'}"
+        )
     if bool((p < 0).any()):
         raise ValueError(f"Expected argument `prior` to be non-negative, but got a minimum of {p.min().item()}")
     total = p.sum().item()
     if abs(total - 1.0) > PRIOR_SUM_TOLERANCE:
-        raise ValueError(f"Expected argument `prior` to sum to 1 (tolerance {PRIOR_SUM_TOLERANCE}), but got a sum of {total!r}")
+        raise ValueError(
+            f"Expected argument `prior` to sum to 1 (tolerance {PRIOR_SUM_TOLERANCE}), but got a sum of {total!r}"
+        )
     if convention == "others" and bool((p >= 1.0).any()):
         raise ValueError(
             "Expected argument `prior` to put mass below 1 on every class with convention='others' "

@@ -145,7 +145,9 @@ def target_distribution(
     convention = V.check_convention(convention)
     V.check_prior(prior, K, convention)
     if not isinstance(target, Tensor) or target.is_floating_point() or target.dtype == torch.bool:
-        raise TypeError(f"Expected argument `target` to be a tensor of integer class indices, but got {getattr(target, 'dtype', type(target).__name__)}")
+        raise TypeError(
+            f"Expected argument `target` to be a tensor of integer class indices, but got {getattr(target, 'dtype', type(target).__name__)}"
+        )
     if target.numel() and bool(((target < 0) | (target >= K)).any()):
         bad = target[(target < 0) | (target >= K)].flatten()[0].item()
         raise ValueError(f"Expected argument `target` to hold class indices in [0, {K}), but got {bad}")

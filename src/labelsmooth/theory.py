@@ -59,11 +59,12 @@ def decompose(
         label_smoothing: ε in [0, 1].
         convention: "uniform" or "others".
         prior: optional (C,) probability vector π; uniform when None.
-        reduction: "mean", "sum" or "none", applied to ``nll``, ``kl`` and ``total``.
+        reduction: "mean", "sum" or "none", applied to every tensor field, so that the identity holds
+            for each (``prior_entropy`` is H(π) for "mean", N·H(π) for "sum", H(π) per example for "none").
 
     Returns:
         :class:`Decomposition` with fields ``nll``, ``kl`` (D_KL(π‖p)), ``prior_entropy`` (H(π), a
-        constant), ``epsilon`` (ε′: a float, or a per-example tensor) and ``total``, which equals
+        constant per example), ``epsilon`` (ε′: a float, or a per-example tensor) and ``total``, which equals
         :func:`labelsmooth.cross_entropy` with the same arguments.
 
     Example:
@@ -79,7 +80,9 @@ def decompose(
     if args.soft:
         raise TypeError("Expected argument `target` to hold integer class indices for decompose, but got probabilities")
     if args.target.numel() and bool((args.target < 0).any()):
-        raise ValueError(f"Expected argument `target` to hold class indices in [0, {args.num_classes}), but got {int(args.target.min())}")
+        raise ValueError(
+            f"Expected argument `target` to hold class indices in [0, {args.num_classes}), but got {int(args.target.min())}"
+        )
     dtype = compute_dtype(input.dtype)
     K = args.num_classes
     logp = F.log_softmax(args.logits.to(dtype), dim=-1)
@@ -100,7 +103,7 @@ def decompose(
     def reduce(x: Tensor) -> Tensor:
         return reduce_rows(x, args.reduction, n, args.out_shape).to(input.dtype)
 
-    return Decomposition(reduce(nll), reduce(kl), prior_entropy.to(input.dtype), epsilon, reduce(total))
+    return Decomposition(reduce(nll), reduce(kl), reduce(prior_entropy.expand_as(nll)), epsilon, reduce(total))
 
 
 def optimal_logit_gap(label_smoothing: float, num_classes: int, convention: str = "uniform") -> float:
