@@ -25,8 +25,8 @@ run: setup
 	labelsmooth explain --classes 10 --gamma 0.9
 
 lint:
-	$(PYTHON) -m ruff check src tests benchmarks
-	$(PYTHON) -m ruff format --check src tests benchmarks
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 test: setup-test lint
 	$(PYTHON) -m pytest -q
