@@ -1,0 +1,231 @@
+r"""Triton kernels for the fused label-smoothed cross-entropy: the loss of each row and its gradient.
+
+Every loss in the library is, per row i of logits z (M, K) (see :mod:`labelsmooth.targets`),
+
+.. math::
+    \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i \cdot v), \qquad
+    g_i = s_i\,\bigl(m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v\bigr)
+
+with the convention, prior, class weights and ignore_index already folded into a, b, v and m, and the
+reduction into the per-row gradient factor s. Two kernels compute it:
+
+1. ``_row_stats`` (one program per row) sweeps the row once in tiles of ``BLOCK`` classes, keeping the
+   running maximum and the running sum of exponentials (online softmax, Milakov & Gimelshein 2018,
+   arXiv:1805.02867), and the smoothing sum z·v; it reads the target logit directly. It writes lse_i and
+   ℓ_i.
+2. ``_write_grad`` (one program per row and tile) reads a tile again and writes the gradient tile,
+   into the logits' own storage when ``inplace=True`` (as Liger-Kernel does), so that the backward pass
+   needs no (M, K) buffer beyond the logits.
+
+Arithmetic is float32 for float16/bfloat16/float32 logits and float64 for float64 logits. Tile widths that
+do not divide K are masked. The kernels are compiled lazily, on the first call, for the mode Triton is in
+at that moment: on a CUDA device, or in Triton's interpreter on CPU tensors when the environment holds
+``TRITON_INTERPRET=1`` (how the tests run them without a GPU). Triton is the optional extra
+``labelsmooth[triton]``; this module imports without it, and :func:`loss_and_grad` then raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+from torch import Tensor
+
+from labelsmooth.targets import IndexTargetCoefficients
+
+try:  # the optional extra
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only where triton is absent
+    triton = None
+    tl = None
+
+# Widest tile of classes one program holds at a time. Not tuned: no GPU has measured it yet
+# (docs/performance.md); 4096 float32 values are 16 KiB of registers spread over NUM_WARPS warps.
+MAX_BLOCK = 4096
+
+
+def is_available() -> bool:
+    """True when Triton is importable (the ``labelsmooth[triton]`` extra is installed)."""
+    return triton is not None
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (environment ``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def _row_stats(
+    logits_ptr, stride_row, target_ptr, a_ptr, b_ptr, m_ptr, v_ptr, lse_ptr, loss_ptr, K,
+    BLOCK: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """Pass 1, one program per row: lse_i and ℓ_i = m_i·lse_i − a_i·z_{i,y_i} − b_i·(z_i·v)."""
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * stride_row
+    a = tl.load(a_ptr + row).to(ACC)
+    b = tl.load(b_ptr + row).to(ACC)
+    m = tl.load(m_ptr + row).to(ACC)
+    z_y = tl.load(base + tl.load(target_ptr + row)).to(ACC)
+    run_max = tl.full((), float("-inf"), ACC)
+    run_sum = tl.zeros((), ACC)
+    dot = tl.zeros((BLOCK,), ACC)  # lane-wise partial sums of z·v, reduced once at the end
+    for start in range(0, K, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < K
+        z = tl.load(base + cols, mask=mask, other=float("-inf")).to(ACC)
+        v = tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)
+        new_max = tl.maximum(run_max, tl.max(z, axis=0))
+        # shift by 0 while every logit so far is -inf, so that exp never sees (-inf) - (-inf)
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(z - shift), axis=0)
+        run_max = new_max
+        dot += tl.where(mask, z, 0.0) * v  # masked lanes: 0·0, never (-inf)·0
+    lse = run_max + tl.log(run_sum)
+    # terms with a zero coefficient are dropped, not multiplied, so ignored rows give exactly 0
+    # and -inf logits (masked classes) do not turn 0·(-inf) into NaN
+    loss = tl.where(m != 0.0, m * lse, 0.0)
+    loss -= tl.where(a != 0.0, a * z_y, 0.0)
+    loss -= tl.where(b != 0.0, b * tl.sum(dot, axis=0), 0.0)
+    tl.store(lse_ptr + row, lse)
+    tl.store(loss_ptr + row, loss)
+
+
+def _write_grad(
+    logits_ptr, stride_row, grad_ptr, stride_grad, target_ptr, a_ptr, b_ptr, m_ptr, v_ptr, lse_ptr, scale_ptr, K,
+    BLOCK: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """Pass 2, one program per (row, tile): g = s_i·(m_i·exp(z − lse_i) − a_i·[k = y_i] − b_i·v_k)."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < K
+    z = tl.load(logits_ptr + row * stride_row + cols, mask=mask, other=0.0).to(ACC)
+    v = tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)
+    a = tl.load(a_ptr + row).to(ACC)
+    b = tl.load(b_ptr + row).to(ACC)
+    m = tl.load(m_ptr + row).to(ACC)
+    lse = tl.load(lse_ptr + row).to(ACC)
+    scale = tl.load(scale_ptr + row).to(ACC)
+    y = tl.load(target_ptr + row)
+    g = tl.where(m != 0.0, m * tl.exp(z - lse), 0.0) - b * v - tl.where(cols == y, a, 0.0)
+    tl.store(grad_ptr + row * stride_grad + cols, (scale * g).to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+@functools.cache
+def _compiled(interpret: bool):
+    """The two kernels, jitted for one mode. ``triton.jit`` picks interpreter or compiler when it runs."""
+    del interpret  # the cache key: the mode in force when the kernels were jitted
+    return triton.jit(_row_stats), triton.jit(_write_grad)
+
+
+def _num_warps(block: int) -> int:
+    return 4 if block <= 1024 else 8 if block <= 4096 else 16
+
+
+def check_block_size(block_size: object) -> int:
+    if isinstance(block_size, bool) or not isinstance(block_size, int):
+        raise TypeError(
+            f"Expected argument `block_size` to be a power of two >= 16, but got {type(block_size).__name__}"
+        )
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"Expected argument `block_size` to be a power of two >= 16, but got {block_size}")
+    return block_size
+
+
+def loss_and_grad(
+    logits: Tensor,
+    coefs: IndexTargetCoefficients,
+    grad_scale: Tensor,
+    *,
+    inplace: bool,
+    chunk_size: int | None = None,
+    block_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Per-row loss and gradient of the label-smoothed cross-entropy, with Triton kernels.
+
+    .. math::
+        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i \cdot v), \qquad
+        g_i = s_i\,(m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v)
+
+    The same contract as the pure-PyTorch backend; the coefficients come from
+    :func:`labelsmooth.targets.index_target_coefficients` (the module docstring describes the kernels).
+
+    Args:
+        logits: (M, K) floating-point logits with unit stride along K, on a CUDA device (or on the CPU
+            with ``TRITON_INTERPRET=1``).
+        coefs: the coefficients of those M rows: a = ``true_coef`` (M,), b = ``prior_coef`` (M,),
+            v = ``prior_weighted`` (K,), y = ``safe_target`` (M,), m = ``row_mass`` (M,).
+        grad_scale: (M,) factor s_i of each row's gradient (the reduction and the upstream gradient).
+        inplace: write the gradient into the logits' storage (their values are lost).
+        chunk_size: accepted for the common backend signature and ignored: the kernels stream the rows.
+        block_size: classes per tile, a power of two >= 16; default min(next power of two >= K, 4096).
+
+    Returns:
+        ``(row_loss, grad)``: row_loss (M,) in float32 (float64 for float64 logits); grad (M, K) in the
+        logits' dtype, the logits tensor itself when ``inplace``.
+
+    Example:
+        >>> import os, torch, torch.nn.functional as F, pytest
+        >>> from unittest import mock
+        >>> from labelsmooth.kernels import triton_backend
+        >>> from labelsmooth.targets import index_target_coefficients
+        >>> _ = pytest.importorskip("triton")  # the optional extra
+        >>> z = torch.tensor([[2.0, 0.5, -1.0]]); y = torch.tensor([0])
+        >>> c = index_target_coefficients(y, 3, 0.1)
+        >>> with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}):  # no GPU: Triton's interpreter
+        ...     loss, grad = triton_backend.loss_and_grad(z, c, torch.ones(1), inplace=False)
+        >>> zz = z.clone().requires_grad_()
+        >>> ref = F.cross_entropy(zz, y, label_smoothing=0.1, reduction="sum"); ref.backward()
+        >>> torch.allclose(loss, ref.detach()), torch.allclose(grad, zz.grad)
+        (True, True)
+    """
+    del chunk_size
+    if triton is None:
+        raise ImportError(
+            "The Triton backend needs the optional extra: pip install 'labelsmooth[triton]' (triton>=3.0)"
+        )
+    interpret = interpreting()
+    if logits.device.type != "cuda" and not interpret:
+        raise RuntimeError(
+            "Expected argument `logits` to be on a CUDA device for the Triton backend (or the environment to "
+            f"set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter), but got device {logits.device}"
+        )
+    if logits.dim() != 2 or not logits.is_floating_point():
+        raise ValueError(
+            f"Expected argument `logits` to be a floating-point (M, K) tensor, but got shape {tuple(logits.shape)} and dtype {logits.dtype}"
+        )
+    M, K = logits.shape
+    if K > 1 and logits.stride(1) != 1:
+        raise ValueError(
+            f"Expected argument `logits` to have unit stride along the classes, but got strides {logits.stride()}"
+        )
+    if coefs.true_coef.shape != (M,) or coefs.prior_weighted.shape != (K,) or grad_scale.shape != (M,):
+        raise ValueError(
+            f"Expected arguments `coefs` and `grad_scale` to describe the {M} rows and {K} classes of `logits`, but "
+            f"got true_coef {tuple(coefs.true_coef.shape)}, prior_weighted {tuple(coefs.prior_weighted.shape)}, "
+            f"grad_scale {tuple(grad_scale.shape)}"
+        )
+    block = min(triton.next_power_of_2(K), MAX_BLOCK) if block_size is None else check_block_size(block_size)
+    block = max(block, 16)
+    acc_dtype = torch.promote_types(logits.dtype, torch.float32)
+    acc = tl.float64 if acc_dtype == torch.float64 else tl.float32
+    device = logits.device
+    a, b, m = (t.to(device).contiguous() for t in (coefs.true_coef, coefs.prior_coef, coefs.row_mass))
+    v = coefs.prior_weighted.to(device).contiguous()
+    target = coefs.safe_target.to(device).contiguous()
+    scale = grad_scale.to(device).contiguous()
+    row_loss = torch.empty(M, dtype=acc_dtype, device=device)
+    lse = torch.empty(M, dtype=acc_dtype, device=device)
+    grad = logits if inplace else torch.empty_like(logits, memory_format=torch.contiguous_format)
+    if M == 0 or K == 0:
+        return row_loss.zero_(), grad
+    row_stats, write_grad = _compiled(interpret)
+    warps = _num_warps(block)
+    row_stats[(M,)](
+        logits, logits.stride(0), target, a, b, m, v, lse, row_loss, K, BLOCK=block, ACC=acc, num_warps=warps
+    )
+    write_grad[(M, triton.cdiv(K, block))](
+        logits, logits.stride(0), grad, grad.stride(0), target, a, b, m, v, lse, scale, K,
+        BLOCK=block, ACC=acc, num_warps=warps,
+    )  # fmt: skip
+    return row_loss, grad
