@@ -20,40 +20,75 @@ reduction into the per-row gradient factor s. Two kernels compute it:
 Arithmetic is float32 for float16/bfloat16/float32 logits and float64 for float64 logits. Tile widths that
 do not divide K are masked. The kernels are compiled lazily, on the first call, for the mode Triton is in
 at that moment: on a CUDA device, or in Triton's interpreter on CPU tensors when the environment holds
-``TRITON_INTERPRET=1`` (how the tests run them without a GPU). Triton is the optional extra
-``labelsmooth[triton]``; this module imports without it, and :func:`loss_and_grad` then raises.
+``TRITON_INTERPRET=1`` (how the tests run them without a GPU). Triton decides between the two when it is
+first imported, so the variable must be set before anything imports triton (``torch.compile`` does);
+this module imports triton only on first use. Triton is the optional extra ``labelsmooth[triton]``; this
+module imports without it, and :func:`loss_and_grad` then raises ImportError.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
+import sys
 
 import torch
 from torch import Tensor
 
 from labelsmooth.targets import IndexTargetCoefficients
 
-try:  # the optional extra
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised only where triton is absent
-    triton = None
-    tl = None
+# Imported on first use (_import_triton), never with this module: Triton fixes its interpreter mode when
+# it is first imported, so importing labelsmooth must not decide it. The kernels read these globals.
+triton = None
+tl = None
 
 # Widest tile of classes one program holds at a time. Not tuned: no GPU has measured it yet
-# (docs/performance.md); 4096 float32 values are 16 KiB of registers spread over NUM_WARPS warps.
+# (docs/performance.md); 4096 float32 values are 16 KiB of registers spread over the program's warps.
 MAX_BLOCK = 4096
 
 
 def is_available() -> bool:
-    """True when Triton is importable (the ``labelsmooth[triton]`` extra is installed)."""
-    return triton is not None
+    """True when Triton is installed (the ``labelsmooth[triton]`` extra); does not import it."""
+    return "triton" in sys.modules or importlib.util.find_spec("triton") is not None
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (environment ``TRITON_INTERPRET=1``)."""
+    """True when the environment asks Triton for its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def can_interpret() -> bool:
+    """True when the kernels can run on CPU tensors in Triton's interpreter here and now.
+
+    That needs Triton installed, ``TRITON_INTERPRET=1`` in the environment, and Triton not already
+    imported without it (its own library functions are compiled or interpreted from that first import on).
+    """
+    if not interpreting() or not is_available():
+        return False
+    return "triton" not in sys.modules or _imported_interpreting()
+
+
+def _import_triton():
+    global triton, tl
+    if triton is None:
+        try:
+            import triton as triton_module
+            import triton.language as language
+        except ImportError as e:
+            raise ImportError(
+                "The Triton backend needs the optional extra: pip install 'labelsmooth[triton]' (triton>=3.0)"
+            ) from e
+        triton, tl = triton_module, language
+    return triton
+
+
+def _imported_interpreting() -> bool:
+    """The mode Triton was imported in: its own ``tl.zeros`` is interpreted or compiled since then."""
+    _import_triton()
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.zeros, InterpretedFunction)
 
 
 def _row_stats(
@@ -165,30 +200,32 @@ def loss_and_grad(
         logits' dtype, the logits tensor itself when ``inplace``.
 
     Example:
-        >>> import os, torch, torch.nn.functional as F, pytest
-        >>> from unittest import mock
+        >>> import os, pytest, torch, torch.nn.functional as F
         >>> from labelsmooth.kernels import triton_backend
         >>> from labelsmooth.targets import index_target_coefficients
-        >>> _ = pytest.importorskip("triton")  # the optional extra
+        >>> _ = os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU here: Triton's CPU interpreter
+        >>> if not triton_backend.can_interpret(): pytest.skip("triton absent, or imported before that")
         >>> z = torch.tensor([[2.0, 0.5, -1.0]]); y = torch.tensor([0])
-        >>> c = index_target_coefficients(y, 3, 0.1)
-        >>> with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}):  # no GPU: Triton's interpreter
-        ...     loss, grad = triton_backend.loss_and_grad(z, c, torch.ones(1), inplace=False)
+        >>> loss, grad = triton_backend.loss_and_grad(z, index_target_coefficients(y, 3, 0.1), torch.ones(1),
+        ...                                           inplace=False)
         >>> zz = z.clone().requires_grad_()
         >>> ref = F.cross_entropy(zz, y, label_smoothing=0.1, reduction="sum"); ref.backward()
         >>> torch.allclose(loss, ref.detach()), torch.allclose(grad, zz.grad)
         (True, True)
     """
     del chunk_size
-    if triton is None:
-        raise ImportError(
-            "The Triton backend needs the optional extra: pip install 'labelsmooth[triton]' (triton>=3.0)"
-        )
+    _import_triton()
     interpret = interpreting()
     if logits.device.type != "cuda" and not interpret:
         raise RuntimeError(
             "Expected argument `logits` to be on a CUDA device for the Triton backend (or the environment to "
             f"set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter), but got device {logits.device}"
+        )
+    if interpret != _imported_interpreting():
+        raise RuntimeError(
+            f"Expected TRITON_INTERPRET={'1' if interpret else 'unset'} to have been in the environment when "
+            "triton was first imported (Triton fixes its interpreter mode then), but triton was imported "
+            f"{'with' if not interpret else 'without'} it: set it before anything imports triton"
         )
     if logits.dim() != 2 or not logits.is_floating_point():
         raise ValueError(
