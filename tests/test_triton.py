@@ -15,8 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
 import torch
+from hypothesis import given, settings
 
 # Triton fixes its interpreter mode when it is first imported: ask for the interpreter before that.
 if "triton" not in sys.modules:
@@ -166,6 +168,28 @@ def test_tiles_that_do_not_divide_the_classes(K, block_size):
         loss, ref.cross_entropy(z, y, eps=0.3, convention="others", prior=prior, reduction="sum")
     )
     torch.testing.assert_close(grad, reference_grad(z, y, 0.3, convention="others", prior=prior))
+
+
+@pytest.mark.slow
+@settings(max_examples=20, deadline=None)
+@given(
+    M=st.integers(1, 6),
+    K=st.integers(2, 70),
+    block_size=st.sampled_from([16, 32, 64]),
+    eps=st.floats(0.0, 1.0),
+    convention=st.sampled_from(["uniform", "others"]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_shape_and_tile_matches_the_float64_reference(M, K, block_size, eps, convention, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(M, K, generator=g, dtype=torch.float64) * 4
+    y = torch.randint(0, K, (M,), generator=g)
+    y[torch.rand(M, generator=g) < 0.3] = IGNORE
+    weight = torch.rand(K, generator=g, dtype=torch.float64) + 0.1
+    loss, grad, _ = kernel(z, y, eps, convention=convention, weight=weight, reduction="sum", block_size=block_size)
+    expected = ref.cross_entropy(z, y, eps=eps, convention=convention, weight=weight, reduction="sum")
+    torch.testing.assert_close(loss, expected, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(grad, reference_grad(z, y, eps, convention=convention, weight=weight))
 
 
 # NumPy evaluates both branches of tl.where: 0·(-inf) in the dropped one warns, its NaN never reaches a result
