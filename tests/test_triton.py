@@ -119,12 +119,10 @@ def test_matches_float64_reference_and_cross_entropy(convention, use_prior, use_
 
     # float64 logits are computed in float64: the hand-written reference agrees to rounding
     expected = ref.cross_entropy(z, y, eps=eps, ignore_index=IGNORE, reduction=reduction, **opts)
-    w_y = torch.tensor(
-        [0.0 if t == IGNORE else (1.0 if weight is None else weight[t].item()) for t in y.tolist()], dtype=torch.float64
-    )
-    scale = {"mean": 1.0 / w_y.sum().item() * torch.ones(M, dtype=torch.float64), "sum": None, "none": upstream}[
-        reduction
-    ]
+    # the reduction as each row's gradient factor; "mean" divides by Σ w_{y_i} over the kept rows
+    w = torch.ones(K, dtype=torch.float64) if weight is None else weight
+    mean_scale = 1.0 / sum(w[t].item() for t in y.tolist() if t != IGNORE)
+    scale = {"mean": torch.full((M,), mean_scale, dtype=torch.float64), "sum": None, "none": upstream}[reduction]
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, reference_grad(z, y, eps, scale=scale, **opts), rtol=1e-12, atol=1e-12)
 
