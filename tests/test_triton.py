@@ -239,6 +239,17 @@ def test_inplace_writes_the_gradient_into_the_logits(dtype):
     assert torch.equal(in_place, out_of_place)  # bit-identical either way
 
 
+def test_rows_of_a_wider_buffer_in_place():
+    """Logits that are a column slice of a wider buffer (row stride > K): only the slice is written."""
+    wide = torch.randn(5, 40, dtype=torch.float64)
+    kept = wide.clone()
+    z, y = wide[:, :37], torch.tensor([0, 36, IGNORE, 5, 17])
+    _, grad, _ = kernel(z, y, 0.1, reduction="sum", block_size=16, inplace=True)
+    assert grad.data_ptr() == wide.data_ptr()
+    torch.testing.assert_close(wide[:, :37], reference_grad(kept[:, :37], y, 0.1))
+    assert torch.equal(wide[:, 37:], kept[:, 37:])
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("convention", ["uniform", "others"])
 def test_half_precision_is_computed_in_float32(dtype, convention):
@@ -276,6 +287,13 @@ def test_block_size_must_be_a_power_of_two(block_size, error):
         triton_backend.loss_and_grad(
             z, index_target_coefficients(y, 5, 0.1), torch.ones(2), inplace=False, block_size=block_size
         )
+
+
+def test_logits_strided_along_the_classes_are_refused():
+    z, y = problem(3, 5)
+    with pytest.raises(ValueError, match="unit stride along the classes"):
+        triton_backend.loss_and_grad(z.t().contiguous().t(), index_target_coefficients(y, 5, 0.1), torch.ones(3),
+                                     inplace=False)  # fmt: skip
 
 
 def test_mismatched_coefficients_are_refused():
