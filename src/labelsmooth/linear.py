@@ -115,17 +115,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         else:
             if ctx.grads is None:
                 raise RuntimeError(
-                    "linear_cross_entropy's backward can run only once: its gradients were computed in the "
-                    "forward pass and are handed over; recompute the loss to differentiate again"
+                    "linear_cross_entropy's backward can run only once after loss.backward(): its gradients were "
+                    "computed in the forward pass and handed over without a copy; recompute the loss"
                 )
             gh, gW, gb = ctx.grads
-            ctx.grads = None
-            if bool(grad_output != 1):
+            if bool(grad_output != 1):  # a scaled copy; the buffers stay for another backward pass
                 g = grad_output.to(gh.dtype)
-                gh.mul_(g)
-                gW.mul_(g)
-                if gb is not None:
-                    gb.mul_(g)
+                gh, gW, gb = gh * g, gW * g, None if gb is None else gb * g
+            else:  # loss.backward(): hand the buffers over without a copy
+                ctx.grads = None
         return (
             gh.reshape(in_shape).to(in_dtype),
             gW.to(w_dtype),
@@ -166,7 +164,8 @@ def linear_cross_entropy(
     ``reduction="none"`` the gradients depend on the per-row grad_output, so backward recomputes the
     chunks instead. float16/bfloat16 are computed in float32 (a float32 copy of the weight is made).
     Class indices only (class-probability targets would need an (N, V) target, defeating the purpose).
-    backward can run once. Only the torch backend exists for this function so far.
+    ``loss.backward()`` hands the gradients over without a copy (a second backward raises); other
+    upstream gradients get scaled copies. Only the torch backend exists for this function so far.
 
     Args:
         input: (N, D) or (..., D) hidden states.
