@@ -23,8 +23,10 @@ class _PrecomputedGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, loss: Tensor, grad: Tensor, per_row: bool) -> Tensor:  # type: ignore[override]
-        ctx.grad = grad
+    def forward(ctx, input: Tensor, loss: Tensor, grad: Tensor, per_row: bool) -> Tensor:  # type: ignore[override]
+        # grad is (M, K), class dimension last; hand it back in the input's layout (a view, no copy).
+        cdim = 0 if input.dim() == 1 else 1
+        ctx.grad = grad.reshape(input.movedim(cdim, -1).shape).movedim(-1, cdim)
         ctx.per_row = per_row
         return loss
 
@@ -37,7 +39,8 @@ class _PrecomputedGrad(torch.autograd.Function):
                 "computed in the forward pass and handed over without a copy; recompute the loss"
             )
         if ctx.per_row:
-            return grad * grad_output.reshape(-1, 1).to(grad.dtype), None, None, None
+            cdim = 0 if grad.dim() == 1 else 1
+            return grad * grad_output.unsqueeze(cdim).to(grad.dtype), None, None, None
         if bool(grad_output != 1):
             return grad * grad_output.to(grad.dtype), None, None, None
         ctx.grad = None
@@ -179,7 +182,7 @@ def fused_cross_entropy(
             loss = row.sum() / denominator
     if grad is None:
         return loss.to(input.dtype)
-    out = _PrecomputedGrad.apply(logits, loss, grad, args.reduction == "none")
+    out = _PrecomputedGrad.apply(input, loss, grad, args.reduction == "none")
     return out.to(input.dtype)
 
 
