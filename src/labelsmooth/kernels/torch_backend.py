@@ -10,8 +10,11 @@ See :mod:`labelsmooth.kernels` for the contract. For each chunk of rows (a view 
    a rank-one update otherwise) and ``− s·a`` scattered at the target.
 
 No K-wide temporary beyond the chunk exists for float32/float64; float16/bfloat16 chunks are upcast to a
-float32 chunk buffer. The default chunk holds about :data:`CHUNK_ELEMENTS` logits (a few MiB in float32,
-so a chunk stays in the last-level cache while it is swept several times).
+float32 chunk buffer. The default chunk holds about :data:`CHUNK_ELEMENTS` = 2**24 logits (64 MiB of
+float32; 524 rows at K = 32,000). Chunk size barely changes the memory (the only chunk-sized buffer is the
+float32 upcast of half inputs), but every chunk costs about a dozen parallel ops, each ending in a thread
+barrier: on a shared 2-core machine cache-sized chunks (2**20 logits) measured 1.3–7× slower than 2**24
+(docs/performance.md), so the default favours few, large chunks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch import Tensor
 
 from labelsmooth.targets import IndexTargetCoefficients
 
-CHUNK_ELEMENTS = 1 << 20  # logits per chunk by default: 4 MiB of float32
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk by default: 64 MiB of float32 (see module docstring)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
