@@ -12,6 +12,8 @@ The experiment harness (:mod:`labelsmooth.experiment`) is an optional extra and 
 """
 
 from labelsmooth.conventions import FRAMEWORKS, convert_smoothing
+from labelsmooth.fused import fused_cross_entropy
+from labelsmooth.linear import LinearCrossEntropyLoss, linear_cross_entropy
 from labelsmooth.losses import binary_cross_entropy_with_logits, confidence_penalty, cross_entropy
 from labelsmooth.modules import BCEWithLogitsLoss, ConfidencePenaltyLoss, CrossEntropyLoss
 from labelsmooth.targets import target_distribution
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FRAMEWORKS",
+    "LinearCrossEntropyLoss",
     "BCEWithLogitsLoss",
     "ConfidencePenaltyLoss",
     "CrossEntropyLoss",
@@ -30,6 +33,8 @@ __all__ = [
     "convert_smoothing",
     "cross_entropy",
     "decompose",
+    "fused_cross_entropy",
+    "linear_cross_entropy",
     "optimal_logit_gap",
     "target_distribution",
 ]

@@ -1,0 +1,67 @@
+"""Fused loss-and-gradient kernels behind one contract, with a backend choice.
+
+Every backend module provides::
+
+    loss_and_grad(logits, coefs, grad_scale, *, inplace, chunk_size=None) -> (row_loss, grad)
+
+- ``logits``: (M, K), contiguous, any float dtype;
+- ``coefs``: :class:`labelsmooth.targets.IndexTargetCoefficients` for those M rows;
+- ``grad_scale``: (M,) float32 (or float64), each row's gradient factor (1/denominator for "mean");
+- ``row_loss``: (M,) in the compute dtype, :math:`m_i\\,\\mathrm{lse}(z_i) - a_i z_{i,y_i} - b_i\\,(z_i\\cdot v)`;
+- ``grad``: (M, K) in the logits' dtype, :math:`s_i\\,(m_i\\,\\mathrm{softmax}(z_i) - a_i e_{y_i} - b_i v)`,
+  written into the logits' storage when ``inplace=True``.
+
+Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
+device-agnostic PyTorch; a Triton backend (``labelsmooth.kernels.triton_backend``) slots in when present.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from types import ModuleType
+
+from torch import Tensor
+
+from labelsmooth import _validation as V
+from labelsmooth.kernels import torch_backend
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def _triton_available() -> bool:
+    return (
+        importlib.util.find_spec("triton") is not None
+        and importlib.util.find_spec("labelsmooth.kernels.triton_backend") is not None
+    )
+
+
+def select_backend(backend: str, logits: Tensor) -> ModuleType:
+    """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run, else torch.
+
+    "triton" raises ValueError where it cannot run: triton (or the Triton backend) missing, or CPU tensors
+    without ``TRITON_INTERPRET=1``. Triton is imported only here, lazily.
+    """
+    backend = V.check_choice("backend", backend, BACKENDS)
+    if backend == "torch":
+        return torch_backend
+    runnable = logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    if backend == "auto":
+        if logits.is_cuda and _triton_available():
+            return importlib.import_module("labelsmooth.kernels.triton_backend")
+        return torch_backend
+    if not _triton_available():
+        raise ValueError(
+            "Expected argument `backend` to name an installed backend, but got 'triton' "
+            "(triton or labelsmooth.kernels.triton_backend is not importable)"
+        )
+    if not runnable:
+        raise ValueError(
+            "Expected argument `backend` to be 'triton' only for CUDA tensors (or with TRITON_INTERPRET=1), "
+            f"but got 'triton' for a tensor on {logits.device}"
+        )
+    return importlib.import_module("labelsmooth.kernels.triton_backend")
+
+
+__all__ = ["BACKENDS", "select_backend", "torch_backend"]
