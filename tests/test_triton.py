@@ -14,29 +14,36 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import hypothesis.strategies as st
 import pytest
 import torch
 from hypothesis import given, settings
 
-# Triton fixes its interpreter mode when it is first imported: ask for the interpreter before that.
-if "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import labelsmooth as ls  # noqa: E402
-from labelsmooth.kernels import triton_backend  # noqa: E402
-from labelsmooth.targets import index_target_coefficients  # noqa: E402
-from tests import reference as ref  # noqa: E402
+import labelsmooth as ls
+from labelsmooth.kernels import triton_backend
+from labelsmooth.targets import index_target_coefficients
+from tests import reference as ref
 
 if not triton_backend.is_available():
     pytest.skip("the optional extra labelsmooth[triton] (triton) is not installed", allow_module_level=True)
-if not triton_backend.can_interpret():
-    pytest.skip(
-        "triton was imported before TRITON_INTERPRET=1 was set; run: TRITON_INTERPRET=1 python -m pytest "
-        "tests/test_triton.py",
-        allow_module_level=True,
-    )
+# Triton fixes its interpreter mode when it is first imported: import it now, with TRITON_INTERPRET=1, and
+# leave the environment as it was (other test files expect it unset); _interpreter sets it again per test.
+with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}):
+    if not triton_backend.can_interpret():
+        pytest.skip(
+            "triton was imported before TRITON_INTERPRET=1 was set; run: TRITON_INTERPRET=1 python -m pytest "
+            "tests/test_triton.py",
+            allow_module_level=True,
+        )
+    triton_backend._import_triton()
+
+
+@pytest.fixture(autouse=True)
+def _interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
 
 REDUCTIONS = ["mean", "sum", "none"]
 IGNORE = -100
@@ -300,6 +307,41 @@ def test_mismatched_coefficients_are_refused():
     z, y = problem(3, 5)
     with pytest.raises(ValueError, match="describe the 3 rows and 5 classes"):
         triton_backend.loss_and_grad(z, index_target_coefficients(y[:2], 5, 0.1), torch.ones(3), inplace=False)
+
+
+# --- end to end: labelsmooth.fused_cross_entropy(backend=...) ---------------------------------------------
+
+
+@pytest.mark.parametrize("convention,use_prior,use_weight", [("uniform", False, False), ("others", True, True)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_fused_cross_entropy_with_the_triton_backend(convention, use_prior, use_weight, reduction, inplace):
+    z, y = problem(6, 37, torch.float64)
+    opts = dict(
+        weight=torch.rand(37, dtype=torch.float64) + 0.5 if use_weight else None,
+        ignore_index=IGNORE, reduction=reduction, label_smoothing=0.2, convention=convention,
+        prior=skewed_prior(37) if use_prior else None,
+    )  # fmt: skip
+    leaf = z.clone().requires_grad_(True)
+    logits = leaf * 1.0  # an activation: inplace=True overwrites it with the gradient
+    loss = ls.fused_cross_entropy(logits, y, inplace=inplace, backend="triton", chunk_size=4, **opts)
+    (grad,) = torch.autograd.grad(loss.sum(), leaf)
+    expected, expected_grad = autograd_reference(
+        z, y, 0.2, convention=convention, prior=opts["prior"], weight=opts["weight"], reduction=reduction,
+        upstream=torch.ones(6, dtype=torch.float64),
+    )  # fmt: skip
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_backend_takes_torch_for_cpu_tensors_even_under_the_interpreter():
+    from labelsmooth.kernels import select_backend, torch_backend
+
+    assert select_backend("auto", torch.zeros(2, 3)) is torch_backend
+    assert select_backend("triton", torch.zeros(2, 3)) is triton_backend
+    z, y = problem(4, 9)
+    auto = ls.fused_cross_entropy(z, y, label_smoothing=0.1, backend="auto")
+    torch.testing.assert_close(auto, ls.cross_entropy(z, y, ignore_index=IGNORE, label_smoothing=0.1))
 
 
 # --- the prepared GPU script (benchmarks/gpu_check.py) --------------------------------------------------

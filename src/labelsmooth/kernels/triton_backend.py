@@ -201,26 +201,27 @@ def loss_and_grad(
 
     Example:
         >>> import os, pytest, torch, torch.nn.functional as F
+        >>> from unittest import mock
         >>> from labelsmooth.kernels import triton_backend
         >>> from labelsmooth.targets import index_target_coefficients
-        >>> _ = os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU here: Triton's CPU interpreter
-        >>> if not triton_backend.can_interpret(): pytest.skip("triton absent, or imported before that")
         >>> z = torch.tensor([[2.0, 0.5, -1.0]]); y = torch.tensor([0])
-        >>> loss, grad = triton_backend.loss_and_grad(z, index_target_coefficients(y, 3, 0.1), torch.ones(1),
-        ...                                           inplace=False)
+        >>> with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}):  # no GPU here: Triton's interpreter
+        ...     if not triton_backend.can_interpret(): pytest.skip("triton absent, or imported before that")
+        ...     loss, grad = triton_backend.loss_and_grad(z, index_target_coefficients(y, 3, 0.1), torch.ones(1),
+        ...                                               inplace=False)
         >>> zz = z.clone().requires_grad_()
         >>> ref = F.cross_entropy(zz, y, label_smoothing=0.1, reduction="sum"); ref.backward()
         >>> torch.allclose(loss, ref.detach()), torch.allclose(grad, zz.grad)
         (True, True)
     """
     del chunk_size
-    _import_triton()
     interpret = interpreting()
-    if logits.device.type != "cuda" and not interpret:
+    if logits.device.type != "cuda" and not interpret:  # checked before importing triton in the wrong mode
         raise RuntimeError(
             "Expected argument `logits` to be on a CUDA device for the Triton backend (or the environment to "
             f"set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter), but got device {logits.device}"
         )
+    _import_triton()
     if interpret != _imported_interpreting():
         raise RuntimeError(
             f"Expected TRITON_INTERPRET={'1' if interpret else 'unset'} to have been in the environment when "
