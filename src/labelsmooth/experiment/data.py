@@ -405,6 +405,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
     }
