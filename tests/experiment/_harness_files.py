@@ -1,4 +1,4 @@
-"""Helpers for the harness tests (imported, not a conftest): tiny data files in exactly the official formats."""
+"""Helpers for the harness tests (imported, not a conftest): tiny data files in the official formats."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from labelsmooth.experiment.data import IDX_FILES, write_idx
 def write_idx_set(
     folder: Path, n_train: int = 40, n_test: int = 20, classes: int = 10, gz: bool = False, seed: int = 0
 ):
-    """Four IDX files like MNIST's (uint8 images N×28×28, labels N), each class present; returns the arrays."""
+    """Four IDX files like MNIST's (uint8 images N×28×28, labels N), every class present; returns them."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {}

@@ -65,7 +65,7 @@ def test_bad_arguments_are_one_line(args, message, capsys):
 def test_missing_data_folder_in_a_subprocess_has_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path), "LABELSMOOTH_DATA": ""}
     proc = subprocess.run(
-        [sys.executable, "-m", "labelsmooth", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-progress"],
+        [sys.executable, "-m", "labelsmooth", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2

@@ -38,7 +38,8 @@ def test_resnet20_size():
 
 def test_auto_choice_covers_every_data_set():
     assert {d: default_model(d) for d in DATASETS} == {
-        "digits": "mlp", "mnist1d": "cnn1d", "fashion-mnist": "cnn", "mnist": "cnn", "cifar10": "resnet", "cifar100": "resnet",
+        "digits": "mlp", "mnist1d": "cnn1d", "fashion-mnist": "cnn", "mnist": "cnn",
+        "cifar10": "resnet", "cifar100": "resnet",
     }  # fmt: skip
     assert all(default_model(d) in MODELS for d in DATASETS)
 

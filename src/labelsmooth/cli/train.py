@@ -7,7 +7,8 @@ import argparse
 _DESCRIPTION = """\
 Train one model on one data set with cross-entropy (ce), label smoothing (ls: --gamma G, the probability on
 the true class, or --smoothing E --convention uniform|others) or the confidence penalty (cp: --beta B), then
-report accuracy, NLL, ECE, adaptive ECE, Brier score, mean confidence and the mean logit gap on the test set."""
+report accuracy, NLL, ECE, adaptive ECE, Brier score, mean confidence and the mean logit gap on the test
+set."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,12 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--convention", default=None, help="ls with --smoothing: uniform (default) or others")
     p.add_argument("--beta", type=float, help="cp: weight β of the confidence penalty")
     p.add_argument(
-        "--epochs", type=int, default=None, help="epochs (default: the data set's, see docs/harness.md)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs (default: digits 20, mnist1d 30, fashion-mnist/mnist 4, cifar 30)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default: {d.seed})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})")
     p.add_argument("--optimizer", default=d.optimizer, help=f"adamw or sgd (default: {d.optimizer})")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 adamw, 0.05 sgd)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-3 adamw, 0.05 sgd)")
     p.add_argument(
         "--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay:g})"
     )
@@ -58,7 +62,7 @@ def config_from_args(args: argparse.Namespace):
     import re
 
     from labelsmooth.cli import CLIError
-    from labelsmooth.experiment.config import RunConfig
+    from labelsmooth.experiment.config import RunConfig, default_epochs
     from labelsmooth.experiment.data import DATASETS
     from labelsmooth.experiment.models import default_model
 
@@ -77,8 +81,7 @@ def config_from_args(args: argparse.Namespace):
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
         schedule=args.schedule, augment=args.augment, train_size=args.train_size, test_size=args.test_size,
     )  # fmt: skip
-    if args.epochs is not None:
-        fields["epochs"] = args.epochs
+    fields["epochs"] = default_epochs(args.dataset) if args.epochs is None else args.epochs
     try:
         return RunConfig(**fields).validate()
     except (ValueError, TypeError) as exc:
@@ -115,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         f"train {t['train']:.1f} s, total {t['total']:.1f} s"
     )
     print(
-        f"  accuracy {m['accuracy']:.4f}  nll {m['nll']:.4f}  ece {m['ece']:.4f}  adaptive_ece {m['adaptive_ece']:.4f}  "
+        f"  accuracy {m['accuracy']:.4f}  nll {m['nll']:.4f}  ece {m['ece']:.4f}  "
+        f"adaptive_ece {m['adaptive_ece']:.4f}  "
         f"brier {m['brier']:.4f}  confidence {m['confidence']:.4f}  logit_gap {m['logit_gap']:.3f}"
     )
     if args.out:

@@ -16,6 +16,21 @@ from typing import Any
 LOSSES = ("ce", "ls", "cp")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+#: Epochs that reach the sanity accuracies of docs/harness.md with the default model and optimiser
+#: (``labelsmooth train`` uses these when --epochs is not given; ``RunConfig.epochs`` defaults to 5).
+DEFAULT_EPOCHS = {"digits": 20, "mnist1d": 30, "fashion-mnist": 4, "mnist": 4, "cifar10": 30, "cifar100": 30}
+
+
+def default_epochs(dataset: str) -> int:
+    """The epochs ``labelsmooth train`` uses for a data set when --epochs is not given.
+
+    Example:
+        >>> default_epochs("digits"), default_epochs("fashion-mnist")
+        (20, 4)
+    """
+    if dataset not in DEFAULT_EPOCHS:
+        raise ValueError(f"Expected a data set name in {list(DEFAULT_EPOCHS)}, but got {dataset!r}")
+    return DEFAULT_EPOCHS[dataset]
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,8 @@ class RunConfig:
             >>> RunConfig("digits", "mlp", loss="ls", gamma=0.05).validate()
             Traceback (most recent call last):
             ...
-            ValueError: Expected `gamma` (the probability on the true class) to be in (1/K, 1] = (0.1, 1] for digits (K = 10), but got 0.05
+            ValueError: Expected `gamma` (the probability on the true class) to be in (1/K, 1] = (0.1, 1]
+            for digits (K = 10), but got 0.05
         """
         from labelsmooth.experiment.data import DATASETS
         from labelsmooth.experiment.models import MODELS
@@ -73,11 +89,13 @@ class RunConfig:
             for name in ("gamma", "smoothing"):
                 if getattr(self, name) is not None:
                     raise ValueError(
-                        f"Expected `{name}` to be None for loss={self.loss!r} (only 'ls' smooths), but got {getattr(self, name)}"
+                        f"Expected `{name}` to be None for loss={self.loss!r} (only 'ls' smooths), "
+                        f"but got {getattr(self, name)}"
                     )
             if self.convention != "uniform":
                 raise ValueError(
-                    f"Expected `convention` to stay 'uniform' for loss={self.loss!r}, but got {self.convention!r}"
+                    f"Expected `convention` to stay 'uniform' for loss={self.loss!r}, "
+                    f"but got {self.convention!r}"
                 )
         if self.loss != "cp" and self.beta is not None:
             raise ValueError(
@@ -93,7 +111,8 @@ class RunConfig:
                 g = _number("gamma", self.gamma)
                 if not 1.0 / K < g <= 1.0:
                     raise ValueError(
-                        f"Expected `gamma` (the probability on the true class) to be in (1/K, 1] = ({1 / K:g}, 1] "
+                        f"Expected `gamma` (the probability on the true class) to be in "
+                        f"(1/K, 1] = ({1 / K:g}, 1] "
                         f"for {self.dataset} (K = {K}), but got {g:g}"
                     )
                 if self.convention != "uniform":
@@ -106,7 +125,8 @@ class RunConfig:
                 limit = 1.0 if self.convention == "uniform" else (K - 1) / K
                 if not 0.0 <= e < limit:
                     raise ValueError(
-                        f"Expected `smoothing` in [0, {limit:g}) for convention={self.convention!r} and K = {K} "
+                        f"Expected `smoothing` in [0, {limit:g}) for convention={self.convention!r} "
+                        f"and K = {K} "
                         f"(the true class must stay the most likely), but got {e:g}"
                     )
         if self.loss == "cp":
@@ -131,7 +151,8 @@ class RunConfig:
             raise TypeError(f"Expected `augment` to be a bool, but got {type(self.augment).__name__}")
         if self.augment and not DATASETS[self.dataset].augmentable:
             raise ValueError(
-                f"Expected `augment` to be False for {self.dataset} (no augmentation makes sense there), but got True"
+                f"Expected `augment` to be False for {self.dataset} (no augmentation makes sense there), "
+                "but got True"
             )
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:

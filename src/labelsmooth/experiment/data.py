@@ -38,7 +38,8 @@ from torch import Tensor
 
 #: Seed of the fixed digits split and of every subset: the data never vary with the run's seed.
 DATA_SEED = 0
-#: Where Fashion-MNIST is downloaded from when no files are found; override with $LABELSMOOTH_FASHION_MNIST_URL.
+#: Where Fashion-MNIST is downloaded from when no files are found;
+#: override with $LABELSMOOTH_FASHION_MNIST_URL.
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 DOWNLOAD_TIMEOUT_S = 10.0
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -276,7 +277,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"Cannot read IDX file {path}: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise DataError(
-            f"Expected an IDX file (magic number 0x0000<type><ndim>) in {path}, but got {raw[:4].hex() or 'an empty file'}"
+            f"Expected an IDX file (magic number 0x0000<type><ndim>) in {path}, "
+            f"but got {raw[:4].hex() or 'an empty file'}"
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
@@ -329,7 +331,8 @@ def _idx_split(files: dict[str, Path], num_classes: int):
             raise DataError(f"Expected labels of shape (N,) in {files[f'{split}_labels']}, but got {y.shape}")
         if len(x) != len(y):
             raise DataError(
-                f"{files[f'{split}_images']} holds {len(x)} images but {files[f'{split}_labels']} holds {len(y)} labels"
+                f"{files[f'{split}_images']} holds {len(x)} images "
+                f"but {files[f'{split}_labels']} holds {len(y)} labels"
             )
         if y.size and int(y.max()) >= num_classes:
             raise DataError(
@@ -371,7 +374,8 @@ def _fashion_mnist(data_dir):
         except OSError as exc:
             raise FileNotFoundError(
                 f"No Fashion-MNIST IDX files in any of {tried}, and the download from {url} failed ({exc}). "
-                "Install the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist), or "
+                "Install the Debian package dataset-fashion-mnist "
+                "(apt-get install dataset-fashion-mnist), or "
                 f"download the four files {', '.join(n + '.gz' for n in IDX_FILES.values())} from "
                 "https://github.com/zalandoresearch/fashion-mnist into a folder and pass --data-dir"
             ) from None
@@ -471,7 +475,8 @@ def _cifar(data_dir, *, hundred: bool):
         name = "cifar100" if hundred else "cifar10"
         raise FileNotFoundError(
             f"No {name} batches ({', '.join(names)}) in any of {tried}; download the CIFAR "
-            f"'python version' from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it ({sub}/) and pass --data-dir"
+            f"'python version' from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it ({sub}/) "
+            "and pass --data-dir"
         )
     K, label_key = (100, "fine_labels") if hundred else (10, "labels")
     parts = [_cifar_batch(folder / n, label_key, K) for n in train_files]

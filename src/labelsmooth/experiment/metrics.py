@@ -1,4 +1,5 @@
-r"""Test-set metrics from logits: accuracy, NLL, calibration (ECE, adaptive ECE, Brier), confidence, logit gap.
+r"""Test-set metrics from logits: accuracy, NLL, calibration (ECE, adaptive ECE, Brier), confidence and
+the logit gap.
 
 With logits :math:`z_i \in \mathbb{R}^K`, :math:`p_i = \mathrm{softmax}(z_i)`, prediction
 :math:`\hat y_i = \arg\max_k p_{ik}` and confidence :math:`c_i = \max_k p_{ik}` over :math:`n` examples:
@@ -10,7 +11,8 @@ With logits :math:`z_i \in \mathbb{R}^K`, :math:`p_i = \mathrm{softmax}(z_i)`, p
   (torchmetrics ``multiclass_calibration_error``, ``norm="l1"``);
 - adaptive ECE (Nguyen & O'Connor 2015; Nixon et al. 2019): the same sum over 15 equal-mass bins, the
   examples sorted by confidence and split into 15 runs of sizes differing by at most one;
-- Brier score (Brier 1950, the multi-class form): :math:`\frac1n\sum_i\sum_k (p_{ik} - [k = y_i])^2`, in [0, 2];
+- Brier score (Brier 1950, the multi-class form): :math:`\frac1n\sum_i\sum_k (p_{ik} - [k = y_i])^2`,
+  in [0, 2];
 - confidence :math:`\frac1n\sum_i c_i`;
 - logit gap :math:`\frac1n\sum_i \big(z_{i\hat y_i} - \frac{1}{K-1}\sum_{k\ne\hat y_i} z_{ik}\big)`: the
   predicted class's logit minus the mean of the others'. At the minimiser of label smoothing every other
@@ -47,7 +49,8 @@ def evaluate(logits: Tensor, target: Tensor, n_bins: int = N_BINS) -> dict[str, 
 
     if logits.dim() != 2 or target.shape != logits.shape[:1] or logits.shape[0] == 0:
         raise ValueError(
-            f"Expected logits (n, K) with n >= 1 and target (n,), but got {tuple(logits.shape)} and {tuple(target.shape)}"
+            f"Expected logits (n, K) with n >= 1 and target (n,), "
+            f"but got {tuple(logits.shape)} and {tuple(target.shape)}"
         )
     z = logits.detach().to(torch.float64)
     y = target.detach().long()

@@ -1,7 +1,7 @@
 """Models by name, sized from the data set: ``build(name, input_shape, num_classes)``.
 
 - ``mlp``: flatten, two hidden layers of 256 with ReLU, a linear head.
-- ``cnn``: two 3×3 conv blocks (32, 64 channels, ReLU, 2×2 max-pool), a 128-unit hidden layer, a head.
+- ``cnn``: two 3×3 conv blocks (16, 32 channels, ReLU, 2×2 max-pool), a 128-unit hidden layer, a head.
 - ``resnet``: ResNet-20 style (He et al. 2016, §4.2): a 3×3 stem, three stages of three basic blocks with
   16/32/64 channels and batch norm, global average pooling, a head. For 28×28 and 32×32 images.
 - ``cnn1d``: for MNIST-1D: three 1-D conv layers (32, 64, 64 channels, ReLU), global max-pool, a head.
@@ -86,7 +86,7 @@ class MLP(nn.Sequential):
 
 class CNN(nn.Sequential):
     def __init__(
-        self, input_shape: tuple[int, int, int], num_classes: int, widths=(32, 64), hidden: int = 128
+        self, input_shape: tuple[int, int, int], num_classes: int, widths=(16, 32), hidden: int = 128
     ) -> None:
         c, h, w = input_shape
         layers: list[nn.Module] = []

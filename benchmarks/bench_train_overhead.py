@@ -1,0 +1,94 @@
+"""The harness's overhead: ``train()`` against a bare PyTorch loop doing the same work.
+
+Both train the same model (same initialisation) on the same in-memory tensors with AdamW, a per-step
+cosine schedule and shuffled batches, and compute the test accuracy after every epoch. ``train()`` adds
+what a bare loop lacks: config validation, the library's loss, the per-step finiteness check, the
+progress bar, deterministic algorithms and the final calibration metrics. The data set is loaded once
+before timing (``train()`` keeps it in memory between runs), so the times compare the loops themselves.
+
+Run (2-core CPU, 1 torch thread):
+    PYTHONPATH=src python benchmarks/bench_train_overhead.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from labelsmooth.experiment.config import RunConfig
+from labelsmooth.experiment.models import build
+from labelsmooth.experiment.train import DEFAULT_LR, load_data, train
+
+CASES = {
+    "digits/mlp": dict(dataset="digits", model="mlp", epochs=20),
+    "mnist1d/cnn1d": dict(dataset="mnist1d", model="cnn1d", epochs=5),
+    "fashion-mnist/cnn (10k subset)": dict(dataset="fashion-mnist", model="cnn", epochs=1, train_size=10_000),
+}
+
+
+def bare_loop(config: RunConfig) -> float:
+    """The plain PyTorch loop: returns the final test accuracy."""
+    data = load_data(config.dataset, None, config.train_size, config.test_size)
+    torch.manual_seed(config.seed)
+    model = build(config.model, data.input_shape, data.num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=DEFAULT_LR["adamw"], weight_decay=config.weight_decay)
+    n = len(data.y_train)
+    steps = math.ceil(n / config.batch_size)
+    total = steps * config.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    gen = torch.Generator().manual_seed(config.seed)
+    accuracy = 0.0
+    for _ in range(config.epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        for begin in range(0, n, config.batch_size):
+            idx = order[begin : begin + config.batch_size]
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(data.x_test[i : i + 1000]) for i in range(0, len(data.x_test), 1000)])
+        accuracy = float((logits.argmax(1) == data.y_test).float().mean())
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--progress", action="store_true", help="let train() draw its progress bar")
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"machine: {platform.platform()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    )
+    print(
+        f"{'case':<32} {'bare s':>8} {'train() s':>10} {'ratio':>7}   (median of {args.repeats}, interleaved)"
+    )
+    for name in args.cases:
+        config = RunConfig(**CASES[name])
+        load_data(config.dataset, None, config.train_size, config.test_size)  # load once, outside the timing
+        bare, harness = [], []
+        for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
+            t = time.perf_counter()
+            bare_loop(config)
+            bare.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            train(config, progress=args.progress, threads=args.threads)
+            harness.append(time.perf_counter() - t)
+        b, h = statistics.median(bare), statistics.median(harness)
+        print(f"{name:<32} {b:8.3f} {h:10.3f} {h / b:7.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
