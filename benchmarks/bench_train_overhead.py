@@ -69,12 +69,10 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(
-        f"machine: {platform.platform()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
-    )
-    print(
-        f"{'case':<32} {'bare s':>8} {'train() s':>10} {'ratio':>7}   (median of {args.repeats}, interleaved)"
-    )
+    threads = torch.get_num_threads()
+    print(f"machine: {platform.platform()}, {threads} torch thread(s), torch {torch.__version__}")
+    header = f"{'case':<32} {'bare s':>8} {'train() s':>10} {'ratio':>7}"
+    print(f"{header}   (median of {args.repeats}, interleaved)")
     for name in args.cases:
         config = RunConfig(**CASES[name])
         load_data(config.dataset, None, config.train_size, config.test_size)  # load once, outside the timing
