@@ -127,3 +127,24 @@ def test_digits_mlp_learns():
     assert r["metrics"]["accuracy"] > 0.9
     assert r["curves"]["train_loss"][-1] < r["curves"]["train_loss"][0]
     assert not math.isnan(r["metrics"]["nll"])
+
+
+@pytest.mark.parametrize(("dataset", "model"), [("cifar10", "resnet"), ("cifar100", "cnn"), ("mnist", "cnn")])
+def test_file_data_sets_train_end_to_end(tmp_path, monkeypatch, dataset, model):
+    from _harness_files import write_cifar, write_idx_set
+
+    monkeypatch.delenv("LABELSMOOTH_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if dataset == "mnist":
+        write_idx_set(tmp_path / "mnist", n_train=40, n_test=20)
+    else:
+        write_cifar(tmp_path / "cifar", hundred=dataset == "cifar100")
+    config = RunConfig(dataset, model, epochs=1, batch_size=16, augment=True, loss="ls", gamma=0.9)
+    r = train(
+        config,
+        data_dir=str(tmp_path / ("mnist" if dataset == "mnist" else "cifar")),
+        progress=False,
+        threads=1,
+    )
+    assert r["data"]["num_classes"] == (100 if dataset == "cifar100" else 10)
+    assert 0.0 <= r["metrics"]["accuracy"] <= 1.0 and math.isfinite(r["metrics"]["nll"])
