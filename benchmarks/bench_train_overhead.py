@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from labelsmooth.experiment.config import RunConfig
 from labelsmooth.experiment.models import build
-from labelsmooth.experiment.train import DEFAULT_LR, load_data, train
+from labelsmooth.experiment.train import DEFAULT_LR, EVAL_BATCH, load_data, train
 
 CASES = {
     "digits/mlp": dict(dataset="digits", model="mlp", epochs=20),
@@ -55,8 +55,9 @@ def bare_loop(config: RunConfig) -> float:
             opt.step()
             sched.step()
         model.eval()
-        with torch.no_grad():
-            logits = torch.cat([model(data.x_test[i : i + 1000]) for i in range(0, len(data.x_test), 1000)])
+        with torch.inference_mode():
+            x = data.x_test
+            logits = torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
         accuracy = float((logits.argmax(1) == data.y_test).float().mean())
     return accuracy
 

@@ -38,7 +38,7 @@ from labelsmooth.experiment.models import build
 
 #: The learning rate when ``config.lr`` is None.
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
-EVAL_BATCH = 1000
+EVAL_BATCH = 512
 
 
 class TrainingDiverged(RuntimeError):
@@ -162,7 +162,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Ten
             yield idx
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: nn.Module, x: Tensor, batch_size: int = EVAL_BATCH) -> Tensor:
     """Logits (N, K) of ``model`` in eval mode, in batches."""
     model.eval()
