@@ -1,0 +1,1 @@
+"""``labelsmooth reproduce``: placeholder replaced below."""
