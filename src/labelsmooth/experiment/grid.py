@@ -23,9 +23,23 @@ from typing import Any
 from labelsmooth.experiment.config import RunConfig
 
 SPEC_KEYS = {
-    "datasets", "models", "gammas", "smoothings", "convention", "betas", "seeds", "epochs", "batch_size",
-    "lr", "optimizer", "weight_decay", "schedule", "augment", "train_size", "test_size",
-}  # fmt: skip
+    "datasets",
+    "models",
+    "gammas",
+    "smoothings",
+    "convention",
+    "betas",
+    "seeds",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "schedule",
+    "augment",
+    "train_size",
+    "test_size",
+}
 PER_DATASET = ("epochs", "train_size", "test_size", "batch_size", "lr", "augment")
 
 

@@ -18,12 +18,16 @@ def _plt():
 
 def _gamma_series(summary: dict, settings: dict, metric: str):
     pts = sorted(
-        (s["gamma"], *summary[label][metric][:2]) for label, s in settings.items() if s.get("gamma") is not None
+        (s["gamma"], *summary[label][metric][:2])
+        for label, s in settings.items()
+        if s.get("gamma") is not None
     )
     return [p[0] for p in pts], [p[1] for p in pts], [0.0 if math.isnan(p[2]) else p[2] for p in pts]
 
 
-def metric_vs_gamma(name: str, summary: dict, settings: dict, metric: str, path: str, scale: float = 1.0) -> bool:
+def metric_vs_gamma(
+    name: str, summary: dict, settings: dict, metric: str, path: str, scale: float = 1.0
+) -> bool:
     """Mean ± 95% CI of ``metric`` against γ, with cross-entropy as a horizontal reference band."""
     g, m, h = _gamma_series(summary, settings, metric)
     if not g:
@@ -32,7 +36,9 @@ def metric_vs_gamma(name: str, summary: dict, settings: dict, metric: str, path:
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=110)
     m = [v * scale for v in m]
     h = [v * scale for v in h]
-    ax.fill_between(g, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=LS_COLOR, alpha=0.2)
+    ax.fill_between(
+        g, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=LS_COLOR, alpha=0.2
+    )
     ax.plot(g, m, "o-", color=LS_COLOR, label="label smoothing (γ)")
     if "ce" in summary:
         cm, ch, _ = summary["ce"][metric]
@@ -58,9 +64,14 @@ def pooled_bins(runs: list[dict]) -> dict | None:
         return None
     n = len(bins[0]["count"])
     count = [sum(b["count"][i] for b in bins) for i in range(n)]
-    acc = [sum((b["accuracy"][i] or 0) * b["count"][i] for b in bins) / c if c else None for i, c in enumerate(count)]
-    conf = [sum((b["confidence"][i] or 0) * b["count"][i] for b in bins) / c if c else None
-            for i, c in enumerate(count)]  # fmt: skip
+    acc = [
+        sum((b["accuracy"][i] or 0) * b["count"][i] for b in bins) / c if c else None
+        for i, c in enumerate(count)
+    ]
+    conf = [
+        sum((b["confidence"][i] or 0) * b["count"][i] for b in bins) / c if c else None
+        for i, c in enumerate(count)
+    ]
     return {"count": count, "accuracy": acc, "confidence": conf}
 
 
@@ -77,7 +88,16 @@ def reliability(name: str, panels: list[tuple[str, dict]], path: str) -> bool:
         acc = [a if a is not None else 0 for a in b["accuracy"]]
         ax.bar(edges, acc, width=1 / n, align="edge", color=LS_COLOR, edgecolor="white", label="accuracy")
         gap = [(c - a) if c is not None else 0 for a, c in zip(acc, b["confidence"])]
-        ax.bar(edges, gap, bottom=acc, width=1 / n, align="edge", color=BEST_COLOR, alpha=0.35, label="gap to conf.")
+        ax.bar(
+            edges,
+            gap,
+            bottom=acc,
+            width=1 / n,
+            align="edge",
+            color=BEST_COLOR,
+            alpha=0.35,
+            label="gap to conf.",
+        )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         total = sum(b["count"])
         ece = sum(c / total * abs(a - f) for a, f, c in zip(acc, b["confidence"], b["count"]) if c)
@@ -104,11 +124,23 @@ def logit_gap(name: str, points: list[tuple[float, float, float]], K: int, path:
     points = sorted(points)
     g = [p[0] for p in points]
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=110)
-    ax.errorbar(g, [p[1] for p in points], yerr=[0 if math.isnan(p[2]) else p[2] for p in points], fmt="o-",
-                color=LS_COLOR, capsize=3, label="measured (test set)")  # fmt: skip
+    ax.errorbar(
+        g,
+        [p[1] for p in points],
+        yerr=[0 if math.isnan(p[2]) else p[2] for p in points],
+        fmt="o-",
+        color=LS_COLOR,
+        capsize=3,
+        label="measured (test set)",
+    )
     fine = [min(g) + (max(g) - min(g)) * i / 50 for i in range(51)] if len(g) > 1 else g
-    ax.plot(fine, [labelsmooth.optimal_logit_gap(x, K, "gamma") for x in fine], color=BEST_COLOR, ls="--",
-            label="optimal: log(γ(K−1)/(1−γ))")  # fmt: skip
+    ax.plot(
+        fine,
+        [labelsmooth.optimal_logit_gap(x, K, "gamma") for x in fine],
+        color=BEST_COLOR,
+        ls="--",
+        label="optimal: log(γ(K−1)/(1−γ))",
+    )
     ax.set_xlabel("γ")
     ax.set_ylabel("logit gap z_pred − mean(others)")
     ax.set_title(f"{name}: logit gap vs theory (K = {K})", fontsize=10)

@@ -40,7 +40,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def write_report(runs: list[dict], sweeps: list[dict], out_dir: str, title: str = "Label smoothing sweep") -> dict:
+def write_report(
+    runs: list[dict], sweeps: list[dict], out_dir: str, title: str = "Label smoothing sweep"
+) -> dict:
     """Write report.md, report.html and the PNGs into ``out_dir``; returns their paths and the analysis."""
     os.makedirs(out_dir, exist_ok=True)
     a = analyse(runs)
@@ -62,9 +64,12 @@ def _runs_of(name: str, a: Analysis, runs: list[dict], label: str) -> list[dict]
 
     want = a.info[name]["config"]
     return [
-        r for r in runs
-        if r["status"] == "done" and dict(experiment_of(r["config"])) == want and setting_label(r["config"]) == label
-    ]  # fmt: skip
+        r
+        for r in runs
+        if r["status"] == "done"
+        and dict(experiment_of(r["config"])) == want
+        and setting_label(r["config"]) == label
+    ]
 
 
 def best_gamma(name: str, a: Analysis) -> str | None:
@@ -105,22 +110,33 @@ def _table_rows(name: str, a: Analysis) -> list[list[str]]:
     for label in a.settings[name]:
         s = a.summary[name][label]
         c = comps.get(label)
-        rows.append([
-            label.replace("=", " = "),
-            str(s["accuracy"][2]),
-            _fmt(*s["accuracy"][:2], scale=100),
-            _fmt(*s["nll"][:2], digits=3),
-            _fmt(*s["ece"][:2], scale=100),
-            f"{c.diff_points:+.2f}" if c else "(baseline)",
-            _p(c.p_t_holm) if c else "",
-            _p(c.p_wilcoxon_holm) if c else "",
-            ("yes" if c.significant else "no") + (f" ({c.note})" if c.note else "") if c else "",
-        ])  # fmt: skip
+        rows.append(
+            [
+                label.replace("=", " = "),
+                str(s["accuracy"][2]),
+                _fmt(*s["accuracy"][:2], scale=100),
+                _fmt(*s["nll"][:2], digits=3),
+                _fmt(*s["ece"][:2], scale=100),
+                f"{c.diff_points:+.2f}" if c else "(baseline)",
+                _p(c.p_t_holm) if c else "",
+                _p(c.p_wilcoxon_holm) if c else "",
+                ("yes" if c.significant else "no") + (f" ({c.note})" if c.note else "") if c else "",
+            ]
+        )
     return rows
 
 
-HEADER = ["setting", "seeds", "accuracy %", "NLL", "ECE %", "Δacc vs CE (points)", "p t-test (Holm)",
-          "p Wilcoxon (Holm)", f"beats CE (p < {ALPHA})"]  # fmt: skip
+HEADER = [
+    "setting",
+    "seeds",
+    "accuracy %",
+    "NLL",
+    "ECE %",
+    "Δacc vs CE (points)",
+    "p t-test (Holm)",
+    "p Wilcoxon (Holm)",
+    f"beats CE (p < {ALPHA})",
+]
 
 
 def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
@@ -134,7 +150,8 @@ def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
         m = s.get("machine") or {}
         wall = f"{s['wall_s']:.0f} s" if s.get("wall_s") is not None else "unfinished (killed or running)"
         lines.append(
-            f"Sweep {s['id']}: `{s['command']}` — {s['runs']} runs, backend {s['backend']}, {s['workers']} workers × "
+            f"Sweep {s['id']}: `{s['command']}` — {s['runs']} runs, backend {s['backend']}, "
+            f"{s['workers']} workers × "
             f"{m.get('threads_per_run', '?')} threads, wall time {wall}; machine {m.get('cpu', '?')}, "
             f"{m.get('cpu_count', '?')} cores, {m.get('platform', '?')}"
         )
@@ -176,10 +193,15 @@ figcaption{font-size:.85em;color:#555;text-align:center}code{background:#f5f5f5;
 
 def _html(a, runs, sweeps, figures, title, out_dir) -> str:
     e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>",
-           "<h2>Verdicts</h2>", '<ul class="verdicts">']  # fmt: skip
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        "<h2>Verdicts</h2>",
+        '<ul class="verdicts">',
+    ]
     out += [f"<li>{e(v)}</li>" for v in a.verdicts.values()] or ["<li>no finished runs</li>"]
     out += ["</ul>", f'<p class="note">{e(TEST_NOTE)}</p>']
     for name in a.summary:

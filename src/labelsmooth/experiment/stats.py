@@ -163,8 +163,12 @@ def analyse(runs: list[dict]) -> Analysis:
     for exp in sorted(groups, key=lambda e: names[e]):
         name = names[exp]
         d = dict(exp)
-        out.info[name] = {"dataset": d["dataset"], "model": d["model"],
-                          "num_classes": DATASETS[d["dataset"]].num_classes, "config": d}  # fmt: skip
+        out.info[name] = {
+            "dataset": d["dataset"],
+            "model": d["model"],
+            "num_classes": DATASETS[d["dataset"]].num_classes,
+            "config": d,
+        }
         out.settings[name] = dict(sorted(settings[exp].items(), key=lambda kv: _order(kv[1])))
         out.summary[name] = {}
         for label in out.settings[name]:
@@ -180,7 +184,8 @@ def analyse(runs: list[dict]) -> Analysis:
                 continue
             seeds = sorted(set(ce) & set(groups[exp][label]))
             diffs = [
-                100 * (groups[exp][label][s]["metrics"]["accuracy"] - ce[s]["metrics"]["accuracy"]) for s in seeds
+                100 * (groups[exp][label][s]["metrics"]["accuracy"] - ce[s]["metrics"]["accuracy"])
+                for s in seeds
             ]
             p_t, p_w, note = paired_tests(diffs)
             mean = sum(diffs) / len(diffs) if diffs else math.nan
@@ -196,8 +201,13 @@ def analyse(runs: list[dict]) -> Analysis:
 def _order(setting: dict) -> tuple:
     rank = {"ce": 0, "ls": 1, "cp": 2}[setting["loss"]]
     g = setting.get("gamma")
-    return (rank, setting.get("convention") or "", -(g if g is not None else -1), setting.get("smoothing") or 0,
-            setting.get("beta") or 0)  # fmt: skip
+    return (
+        rank,
+        setting.get("convention") or "",
+        -(g if g is not None else -1),
+        setting.get("smoothing") or 0,
+        setting.get("beta") or 0,
+    )
 
 
 def _pretty(label: str) -> str:
@@ -220,8 +230,11 @@ def verdict(name: str, comps: list[Comparison]) -> str:
         return f"{name}: nothing to compare (no cross-entropy runs, or no other setting)"
     wins = sorted((c for c in comps if c.significant), key=lambda c: -c.diff_points)
     if wins:
-        parts = [f"{_pretty(c.setting)} beats cross-entropy by {c.diff_points:+.2f} points (p = {_p(c.p_t_holm)}, "
-                 f"{c.seeds} seeds)" for c in wins]  # fmt: skip
+        parts = [
+            f"{_pretty(c.setting)} beats cross-entropy by {c.diff_points:+.2f} points (p = {_p(c.p_t_holm)}, "
+            f"{c.seeds} seeds)"
+            for c in wins
+        ]
         return f"{name}: " + "; ".join(parts)
     best = max(comps, key=lambda c: c.diff_points if not math.isnan(c.diff_points) else -math.inf)
     return (

@@ -132,7 +132,9 @@ class Store:
         row = dict(record)
         row.setdefault("finished", time.time())
         values = [
-            json.dumps(row.get(c), sort_keys=True) if c in JSON_COLUMNS and row.get(c) is not None else row.get(c)
+            json.dumps(row.get(c), sort_keys=True)
+            if c in JSON_COLUMNS and row.get(c) is not None
+            else row.get(c)
             for c in COLUMNS
         ]
         sql = (
