@@ -9,7 +9,8 @@ The main job. Without arguments: a quick suite (digits, mnist1d and a 20,000/5,0
 3 seeds; cross-entropy, γ = 0.95, 0.9, 0.8 and the confidence penalty β = 0.5) into
 labelsmooth-runs/quick.sqlite, then the report in labelsmooth-report/quick/. With --full: the full
 protocol of docs/experiments.md (5 seeds, five γ, three β, full Fashion-MNIST) into
-labelsmooth-runs/full.sqlite and labelsmooth-report/full/. Interrupted? Run the same command again: finished runs are kept."""
+labelsmooth-runs/full.sqlite and labelsmooth-report/full/. Interrupted? Run the same command again:
+finished runs are kept."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
