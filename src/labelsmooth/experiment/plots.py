@@ -81,7 +81,7 @@ def reliability(name: str, panels: list[tuple[str, dict]], path: str) -> bool:
     if not panels:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), dpi=110, squeeze=False)
     for ax, (title, b) in zip(axes[0], panels):
         n = len(b["count"])
         edges = [i / n for i in range(n)]
