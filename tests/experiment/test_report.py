@@ -22,25 +22,63 @@ def _runs():
     runs = []
     for setting in (None, 0.95, 0.9, 0.8):
         for seed in range(3):
-            cfg = {"dataset": "digits", "model": "mlp", "loss": "ce" if setting is None else "ls", "gamma": setting,
-                   "smoothing": None, "convention": "uniform", "beta": None, "epochs": 5, "seed": seed,
-                   "batch_size": 128, "optimizer": "adamw", "lr": None, "weight_decay": 5e-4, "schedule": "cosine",
-                   "augment": False, "train_size": None, "test_size": None, "momentum": 0.9}  # fmt: skip
+            cfg = {
+                "dataset": "digits",
+                "model": "mlp",
+                "loss": "ce" if setting is None else "ls",
+                "gamma": setting,
+                "smoothing": None,
+                "convention": "uniform",
+                "beta": None,
+                "epochs": 5,
+                "seed": seed,
+                "batch_size": 128,
+                "optimizer": "adamw",
+                "lr": None,
+                "weight_decay": 5e-4,
+                "schedule": "cosine",
+                "augment": False,
+                "train_size": None,
+                "test_size": None,
+                "momentum": 0.9,
+            }
             conf = [(i + 0.5) / 15 for i in range(15)]
             acc = [min(1.0, c + rng.uniform(-0.1, 0.1)) for c in conf]
             count = [0] * 5 + [rng.randint(1, 30) for _ in range(10)]
-            runs.append({"key": f"{setting}-{seed}", "status": "done", "config": cfg,
-                         "metrics": {"accuracy": 0.95 + rng.uniform(-0.01, 0.01), "nll": 0.2, "ece": 0.03,
-                                     "logit_gap": 4.0 + rng.uniform(0, 1)},
-                         "reliability": {"count": count, "accuracy": [a if n else None for a, n in zip(acc, count)],
-                                         "confidence": [c if n else None for c, n in zip(conf, count)]},
-                         "timings": {"total": 1.0}})  # fmt: skip
+            runs.append(
+                {
+                    "key": f"{setting}-{seed}",
+                    "status": "done",
+                    "config": cfg,
+                    "metrics": {
+                        "accuracy": 0.95 + rng.uniform(-0.01, 0.01),
+                        "nll": 0.2,
+                        "ece": 0.03,
+                        "logit_gap": 4.0 + rng.uniform(0, 1),
+                    },
+                    "reliability": {
+                        "count": count,
+                        "accuracy": [a if n else None for a, n in zip(acc, count)],
+                        "confidence": [c if n else None for c, n in zip(conf, count)],
+                    },
+                    "timings": {"total": 1.0},
+                }
+            )
     return runs
 
 
 def test_report_writes_markdown_html_and_figures(tmp_path):
-    sweeps = [{"id": 1, "command": "labelsmooth sweep --datasets digits", "backend": "local", "workers": 2,
-               "runs": 12, "machine": {"cpu": "test cpu", "cpu_count": 2, "threads_per_run": 1}, "wall_s": 12.0}]  # fmt: skip
+    sweeps = [
+        {
+            "id": 1,
+            "command": "labelsmooth sweep --datasets digits",
+            "backend": "local",
+            "workers": 2,
+            "runs": 12,
+            "machine": {"cpu": "test cpu", "cpu_count": 2, "threads_per_run": 1},
+            "wall_s": 12.0,
+        }
+    ]
     out = write_report(_runs(), sweeps, str(tmp_path))
     md = Path(out["markdown"]).read_text()
     assert "digits: no setting beats cross-entropy significantly" in md or "digits: γ" in md
@@ -61,8 +99,21 @@ def test_report_cli(tmp_path):
         for r in _runs():
             s.put(r)
     env = {**os.environ, "PYTHONPATH": SRC}
-    r = subprocess.run([sys.executable, "-m", "labelsmooth", "report", "--store", str(tmp_path / "s.sqlite"),
-                        "--out", str(tmp_path / "rep")], env=env, capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labelsmooth",
+            "report",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("digits: ") and (tmp_path / "rep" / "report.html").exists()
 
@@ -72,18 +123,32 @@ def test_chromium_draws_the_report(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed")
-    import numpy as np
     from matplotlib.image import imread
 
     out = write_report(_runs(), [], str(tmp_path / "rep"))
     shot = tmp_path / "shot.png"
     r = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--enable-logging=stderr", "--v=0", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1280,2400",
-         "file://" + out["html"]],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1280,2400",
+            "file://" + out["html"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), r.stderr[-2000:]
     console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == [], console
