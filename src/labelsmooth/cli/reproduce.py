@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 _DESCRIPTION = """\
-The main job. Without arguments: a quick suite (digits, mnist1d and a 20,000/5,000 Fashion-MNIST subset;
+The main job. Without arguments: a quick suite (digits, mnist1d and a 10,000/2,000 Fashion-MNIST subset;
 3 seeds; cross-entropy, γ = 0.95, 0.9, 0.8 and the confidence penalty β = 0.5) into
 labelsmooth-runs/quick.sqlite, then the report in labelsmooth-report/quick/. With --full: the full
 protocol of docs/experiments.md (5 seeds, five γ, three β, full Fashion-MNIST) into

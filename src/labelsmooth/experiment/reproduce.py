@@ -22,8 +22,8 @@ QUICK = {
     "betas": [0.5],
     "seeds": 3,
     "epochs": {"digits": 20, "mnist1d": 30, "fashion-mnist": 4},
-    "train_size": {"fashion-mnist": 20000},
-    "test_size": {"fashion-mnist": 5000},
+    "train_size": {"fashion-mnist": 10000},
+    "test_size": {"fashion-mnist": 2000},
 }
 
 #: ``labelsmooth reproduce --full``: the protocol of issue 6.

@@ -142,12 +142,15 @@ def _local(todo: list[RunConfig], workers: int, threads: int, data_dir) -> Itera
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,)
-    ) as pool:
+    )
+    try:
         futures = [pool.submit(run_one, c.to_dict(), threads, data_dir) for c in todo]
         for f in as_completed(futures):
             yield f.result()
+    finally:  # on Ctrl-C (or any error in the driver) drop the queued runs instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ray(todo: list[RunConfig], threads: int, data_dir, address: str | None) -> Iterator[dict]:
