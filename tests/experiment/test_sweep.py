@@ -65,6 +65,13 @@ def test_a_run_stores_metrics_curves_and_reliability_bins():
     assert r["status"] == "done" and r["key"] == tiny().key()
     assert sum(r["reliability"]["count"]) == TINY["test_size"]
     assert len(r["curves"]["train_loss"]) == 1 and 0 <= r["metrics"]["accuracy"] <= 1
+    b = r["reliability"]  # the bins reproduce the run's own accuracy and (torchmetrics) ECE
+    n = sum(b["count"])
+    assert sum(a * c for a, c in zip(b["accuracy"], b["count"]) if c) / n == pytest.approx(
+        r["metrics"]["accuracy"]
+    )
+    ece = sum(c / n * abs(a - f) for a, f, c in zip(b["accuracy"], b["confidence"], b["count"]) if c)
+    assert ece == pytest.approx(r["metrics"]["ece"], abs=1e-6)
 
 
 def test_failing_run_is_recorded_sweep_continues_and_retries_only_on_request(tmp_path):

@@ -37,9 +37,10 @@ def reliability_bins(logits, target, n_bins: int = N_BINS) -> dict[str, list]:
 
     Example:
         >>> import torch
-        >>> b = reliability_bins(torch.tensor([[3.0, 0.0], [0.0, 0.1]]), torch.tensor([0, 0]), n_bins=2)
-        >>> b["count"], b["accuracy"]
-        ([1, 1], [0.0, 1.0])
+        >>> z = torch.tensor([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])  # confidences 1/3 (wrong) and 0.909 (right)
+        >>> b = reliability_bins(z, torch.tensor([1, 0]), n_bins=2)
+        >>> b["count"], b["accuracy"], [round(c, 3) for c in b["confidence"]]
+        ([1, 1], [0.0, 1.0], [0.333, 0.909])
     """
     import torch
 
