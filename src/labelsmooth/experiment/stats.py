@@ -218,6 +218,10 @@ def _p(p: float) -> str:
     return "undefined" if math.isnan(p) else (f"{p:.2g}" if p >= 0.001 else "< 0.001")
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def verdict(name: str, comps: list[Comparison]) -> str:
     """One plain line: which setting beats cross-entropy (Holm-adjusted paired t-test p < 0.05), if any.
 
@@ -232,12 +236,12 @@ def verdict(name: str, comps: list[Comparison]) -> str:
     if wins:
         parts = [
             f"{_pretty(c.setting)} beats cross-entropy by {c.diff_points:+.2f} points (p = {_p(c.p_t_holm)}, "
-            f"{c.seeds} seeds)"
+            f"{_seeds(c.seeds)})"
             for c in wins
         ]
         return f"{name}: " + "; ".join(parts)
     best = max(comps, key=lambda c: c.diff_points if not math.isnan(c.diff_points) else -math.inf)
     return (
         f"{name}: no setting beats cross-entropy significantly (best: {_pretty(best.setting)}, "
-        f"{best.diff_points:+.2f} points, p = {_p(best.p_t_holm)}, {best.seeds} seeds)"
+        f"{best.diff_points:+.2f} points, p = {_p(best.p_t_holm)}, {_seeds(best.seeds)})"
     )
