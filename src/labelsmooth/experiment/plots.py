@@ -87,16 +87,18 @@ def reliability(name: str, panels: list[tuple[str, dict]], path: str) -> bool:
         edges = [i / n for i in range(n)]
         acc = [a if a is not None else 0 for a in b["accuracy"]]
         ax.bar(edges, acc, width=1 / n, align="edge", color=LS_COLOR, edgecolor="white", label="accuracy")
-        gap = [(c - a) if c is not None else 0 for a, c in zip(acc, b["confidence"])]
+        conf = [c if c is not None else a for a, c in zip(acc, b["confidence"])]
         ax.bar(
             edges,
-            gap,
-            bottom=acc,
+            [abs(c - a) for a, c in zip(acc, conf)],
+            bottom=[min(a, c) for a, c in zip(acc, conf)],
             width=1 / n,
             align="edge",
-            color=BEST_COLOR,
-            alpha=0.35,
-            label="gap to conf.",
+            facecolor="none",
+            edgecolor=BEST_COLOR,
+            hatch="///",
+            lw=0.8,
+            label="gap to confidence",
         )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         total = sum(b["count"])
