@@ -118,41 +118,36 @@ def test_report_cli(tmp_path):
     assert r.stdout.startswith("digits: ") and (tmp_path / "rep" / "report.html").exists()
 
 
+def _chromium_screenshot(chromium, page, shot, profile):
+    """Screenshot ``page`` in headless Chromium; returns the pixels and the console lines it logged."""
+    from matplotlib.image import imread
+
+    r = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+         f"--screenshot={shot}", "--window-size=1280,2400", "file://" + str(page)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert Path(shot).exists(), r.stderr[-2000:]
+    console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    return imread(str(shot))[..., :3], console
+
+
 @pytest.mark.slow
 def test_chromium_draws_the_report(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed")
-    from matplotlib.image import imread
+    bad = tmp_path / "bad.html"  # control: the console check does see a script error
+    bad.write_text("<html><body><p>x</p><script>console.error('boom'); missing();</script></body></html>")
+    _, console = _chromium_screenshot(chromium, bad, tmp_path / "bad.png", tmp_path / "profile-bad")
+    assert any("boom" in line for line in console) and any("Uncaught" in line for line in console)
 
     out = write_report(_runs(), [], str(tmp_path / "rep"))
     shot = tmp_path / "shot.png"
-    r = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=1280,2400",
-            "file://" + out["html"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert shot.exists(), r.stderr[-2000:]
-    console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    pixels, console = _chromium_screenshot(chromium, out["html"], shot, tmp_path / "profile")
     assert console == [], console
-    pixels = imread(str(shot))[..., :3]
     assert pixels.std() > 0.05, "the screenshot is blank"
     assert (pixels.mean(axis=2) < 0.5).mean() > 0.01  # some dark ink (text, axes) was drawn
     if os.environ.get("LABELSMOOTH_SCREENSHOT"):
