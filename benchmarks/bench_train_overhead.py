@@ -21,6 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import labelsmooth
 from labelsmooth.experiment.config import RunConfig
 from labelsmooth.experiment.models import build
 from labelsmooth.experiment.train import DEFAULT_LR, EVAL_BATCH, load_data, train
@@ -32,8 +33,8 @@ CASES = {
 }
 
 
-def bare_loop(config: RunConfig) -> float:
-    """The plain PyTorch loop: returns the final test accuracy."""
+def bare_loop(config: RunConfig, loss_fn=F.cross_entropy) -> float:
+    """The plain PyTorch loop (torch's own cross-entropy by default): returns the final test accuracy."""
     data = load_data(config.dataset, None, config.train_size, config.test_size)
     torch.manual_seed(config.seed)
     model = build(config.model, data.input_shape, data.num_classes)
@@ -49,7 +50,7 @@ def bare_loop(config: RunConfig) -> float:
         order = torch.randperm(n, generator=gen)
         for begin in range(0, n, config.batch_size):
             idx = order[begin : begin + config.batch_size]
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -62,6 +63,13 @@ def bare_loop(config: RunConfig) -> float:
     return accuracy
 
 
+def _time(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -72,21 +80,29 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"machine: {platform.platform()}, {threads} torch thread(s), torch {torch.__version__}")
-    header = f"{'case':<32} {'bare s':>8} {'train() s':>10} {'ratio':>7}"
-    print(f"{header}   (median of {args.repeats}, interleaved)")
+    print(f"median of {args.repeats}, interleaved; seconds as wall / CPU time of this process")
+    print(
+        f"{'case':<32} {'bare':>13} {'bare+ls loss':>13} {'train()':>13} {'ratio wall':>10} {'ratio CPU':>9}"
+    )
     for name in args.cases:
         config = RunConfig(**CASES[name])
         load_data(config.dataset, None, config.train_size, config.test_size)  # load once, outside the timing
-        bare, harness = [], []
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
-            t = time.perf_counter()
-            bare_loop(config)
-            bare.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            train(config, progress=args.progress, threads=args.threads)
-            harness.append(time.perf_counter() - t)
-        b, h = statistics.median(bare), statistics.median(harness)
-        print(f"{name:<32} {b:8.3f} {h:10.3f} {h / b:7.3f}", flush=True)
+        runs = {
+            "bare": lambda c=config: bare_loop(c),
+            "bare+ls": lambda c=config: bare_loop(c, labelsmooth.cross_entropy),
+            "train": lambda c=config: train(c, progress=args.progress, threads=args.threads),
+        }
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+        for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
+            for key, fn in runs.items():
+                times[key].append(_time(fn))
+        med = {
+            k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v))
+            for k, v in times.items()
+        }
+        cells = " ".join(f"{med[k][0]:6.2f}/{med[k][1]:6.2f}" for k in runs)
+        ratio_wall, ratio_cpu = med["train"][0] / med["bare"][0], med["train"][1] / med["bare"][1]
+        print(f"{name:<32} {cells} {ratio_wall:10.3f} {ratio_cpu:9.3f}", flush=True)
 
 
 if __name__ == "__main__":

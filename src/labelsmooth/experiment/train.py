@@ -279,6 +279,11 @@ def _run_settings(threads: int | None) -> Iterator[None]:
 
 def versions() -> dict[str, str | None]:
     """Versions of Python, labelsmooth and the libraries a run depends on (None where not installed)."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version(), "labelsmooth": labelsmooth.__version__}
     out["torch"] = torch.__version__
     for dist in ("numpy", "scikit-learn", "torchmetrics", "mnist1d", "tqdm"):
@@ -291,6 +296,11 @@ def versions() -> dict[str, str | None]:
 
 def machine() -> dict[str, object]:
     """What the run ran on: platform, CPU model, CPU count and torch's thread count."""
+    return {**_machine(), "threads": torch.get_num_threads()}
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> dict[str, object]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
@@ -302,6 +312,5 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
         "hostname": platform.node(),
     }
