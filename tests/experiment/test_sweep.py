@@ -153,3 +153,23 @@ def test_cli_errors_are_one_line(tmp_path):
     cmd, env = _cli("sweep", "--store", str(tmp_path / "s.sqlite"))
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--datasets" in r.stderr
+
+
+def test_cli_sweep_from_toml_then_export_csv(tmp_path):
+    (tmp_path / "grid.toml").write_text(
+        '[sweep]\ndatasets = ["digits"]\nmodels = ["mlp"]\nbetas = [0.5]\nseeds = 1\nepochs = 1\n'
+        "train_size = 200\ntest_size = 100\n"
+    )
+    store = tmp_path / "s.sqlite"
+    cmd, env = _cli("sweep", "--config", str(tmp_path / "grid.toml"), "--store", str(store), "--workers", "1")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"2 runs in the grid: 0 already in {store}, 2 done, 0 failed"
+    assert "sweep: 100%" in r.stderr  # the progress bar
+    cmd, env = _cli("export", "--store", str(store), "--csv", str(tmp_path / "out.csv"))
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True).returncode == 0
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert sorted(row["loss"] for row in rows) == ["ce", "cp"]
+    assert {row["key"] for row in rows} == set(_table(store))
