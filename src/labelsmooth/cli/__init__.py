@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("explain",)
+SUBCOMMANDS = ("explain", "train", "sweep", "export", "report", "reproduce")
 
 
 class CLIError(Exception):

@@ -1,0 +1,27 @@
+"""``labelsmooth export``: a store's runs as CSV, for other tools."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export", help="export a sweep store as CSV", description="Write a store's runs as CSV."
+    )
+    p.add_argument("--store", required=True, help="SQLite store written by `labelsmooth sweep`")
+    p.add_argument("--csv", required=True, help="CSV file to write")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from labelsmooth.experiment.store import Store, export_csv
+
+    if not os.path.exists(args.store):
+        raise FileNotFoundError(f"no store at {args.store}")
+    with Store(args.store) as store:
+        n = export_csv(store.runs(), args.csv)
+    print(f"wrote {n} runs to {args.csv}")
+    return 0

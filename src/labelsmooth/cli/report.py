@@ -1,0 +1,35 @@
+"""``labelsmooth report``: statistics, verdicts and plots of a sweep store as Markdown and one HTML page."""
+
+from __future__ import annotations
+
+import argparse
+
+_DESCRIPTION = """\
+Write DIR/report.md (PNG figures next to it) and DIR/report.html (one self-contained page) from a sweep
+store: mean and 95% CI per setting, paired tests against cross-entropy (Holm-corrected), verdicts,
+accuracy/ECE against γ, reliability diagrams and the logit gap against theory."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("report", help="write the report of a sweep store", description=_DESCRIPTION)
+    p.add_argument("--store", required=True, help="SQLite store written by `labelsmooth sweep`")
+    p.add_argument("--out", required=True, help="folder to write report.md, report.html and the PNGs into")
+    p.add_argument("--title", default="Label smoothing sweep", help="the report's title")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from labelsmooth.experiment.report import write_report
+    from labelsmooth.experiment.store import Store
+
+    if not os.path.exists(args.store):
+        raise FileNotFoundError(f"no store at {args.store}")
+    with Store(args.store) as store:
+        runs, sweeps = store.runs(), store.sweeps()
+    result = write_report(runs, sweeps, args.out, title=args.title)
+    for line in result["analysis"].verdicts.values():
+        print(line)
+    print(f"wrote {result['markdown']} and {result['html']}")
+    return 0

@@ -1,0 +1,127 @@
+"""``labelsmooth train``: one training run on a real data set, summarised and optionally written as JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+_DESCRIPTION = """\
+Train one model on one data set with cross-entropy (ce), label smoothing (ls: --gamma G, the probability on
+the true class, or --smoothing E --convention uniform|others) or the confidence penalty (cp: --beta B), then
+report accuracy, NLL, ECE, adaptive ECE, Brier score, mean confidence and the mean logit gap on the test
+set."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from labelsmooth.experiment.config import RunConfig  # stdlib only: cheap
+
+    d = RunConfig("digits", "mlp")
+    p = sub.add_parser(
+        "train", help="one training run: data set, model, loss; metrics as JSON", description=_DESCRIPTION
+    )
+    p.add_argument(
+        "--dataset", required=True, help="digits, mnist1d, fashion-mnist, mnist, cifar10 or cifar100"
+    )
+    p.add_argument("--model", default="auto", help="mlp, cnn, resnet, cnn1d or auto (default: auto)")
+    p.add_argument("--loss", default="ce", help="ce, ls or cp (default: ce)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gamma", type=float, help="ls: probability on the true class, in (1/K, 1]")
+    g.add_argument("--smoothing", type=float, help="ls: ε in --convention's terms")
+    p.add_argument("--convention", default=None, help="ls with --smoothing: uniform (default) or others")
+    p.add_argument("--beta", type=float, help="cp: weight β of the confidence penalty")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs (default: digits 20, mnist1d 30, fashion-mnist/mnist 4, cifar 30)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default: {d.seed})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})")
+    p.add_argument("--optimizer", default=d.optimizer, help=f"adamw or sgd (default: {d.optimizer})")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-3 adamw, 0.05 sgd)")
+    p.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay:g})"
+    )
+    p.add_argument(
+        "--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum:g})"
+    )
+    p.add_argument("--schedule", default=d.schedule, help=f"cosine or constant (default: {d.schedule})")
+    p.add_argument("--augment", action="store_true", help="random crop (and flip where it makes sense)")
+    p.add_argument("--train-size", type=int, default=None, help="stratified subset of the training split")
+    p.add_argument("--test-size", type=int, default=None, help="stratified subset of the test split")
+    p.add_argument("--data-dir", default=None, help="folder holding the data files (see docs/harness.md)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
+    p.add_argument(
+        "--out", default=None, help="write the full record (config, metrics, curves, ...) as JSON here"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`RunConfig` the arguments describe, validated (ValueError naming the option)."""
+    import re
+
+    from labelsmooth.cli import CLIError
+    from labelsmooth.experiment.config import RunConfig, default_epochs
+    from labelsmooth.experiment.data import DATASETS
+    from labelsmooth.experiment.models import default_model
+
+    if args.dataset not in DATASETS:
+        raise CLIError(f"unknown data set {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    model = default_model(args.dataset) if args.model == "auto" else args.model
+    if args.loss != "ls" and (args.gamma is not None or args.smoothing is not None or args.convention):
+        raise CLIError(f"--gamma, --smoothing and --convention need --loss ls, but got --loss {args.loss}")
+    if args.loss != "cp" and args.beta is not None:
+        raise CLIError(f"--beta needs --loss cp, but got --loss {args.loss}")
+    if args.convention and args.smoothing is None:
+        raise CLIError("--convention goes with --smoothing")
+    fields = dict(
+        dataset=args.dataset, model=model, loss=args.loss, gamma=args.gamma, smoothing=args.smoothing,
+        convention=args.convention or "uniform", beta=args.beta, seed=args.seed, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        schedule=args.schedule, augment=args.augment, train_size=args.train_size, test_size=args.test_size,
+    )  # fmt: skip
+    fields["epochs"] = default_epochs(args.dataset) if args.epochs is None else args.epochs
+    try:
+        return RunConfig(**fields).validate()
+    except (ValueError, TypeError) as exc:
+        message = re.sub(r"`(\w+)`", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
+        raise CLIError(message) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from labelsmooth.cli import CLIError
+
+    config = config_from_args(args)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise CLIError(f"--data-dir {args.data_dir!r} is not a folder")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, but got {args.threads}")
+    from labelsmooth.experiment.data import DataError
+    from labelsmooth.experiment.train import TrainingDiverged, train
+
+    try:
+        record = train(config, data_dir=args.data_dir, progress=not args.no_progress, threads=args.threads)
+    except (DataError, TrainingDiverged) as exc:
+        raise CLIError(str(exc)) from None
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+    m, t = record["metrics"], record["timings"]
+    print(
+        f"{config.dataset}/{config.model} {config.label()} seed={config.seed}, {config.epochs} epochs "
+        f"({record['data']['train_size']} train / {record['data']['test_size']} test): "
+        f"train {t['train']:.1f} s, total {t['total']:.1f} s"
+    )
+    print(
+        f"  accuracy {m['accuracy']:.4f}  nll {m['nll']:.4f}  ece {m['ece']:.4f}  "
+        f"adaptive_ece {m['adaptive_ece']:.4f}  "
+        f"brier {m['brier']:.4f}  confidence {m['confidence']:.4f}  logit_gap {m['logit_gap']:.3f}"
+    )
+    if args.out:
+        print(f"  written to {args.out}")
+    return 0

@@ -1,0 +1,100 @@
+r"""Test-set metrics from logits: accuracy, NLL, calibration (ECE, adaptive ECE, Brier), confidence and
+the logit gap.
+
+With logits :math:`z_i \in \mathbb{R}^K`, :math:`p_i = \mathrm{softmax}(z_i)`, prediction
+:math:`\hat y_i = \arg\max_k p_{ik}` and confidence :math:`c_i = \max_k p_{ik}` over :math:`n` examples:
+
+- accuracy :math:`\frac1n\sum_i [\hat y_i = y_i]` (in float64; torchmetrics' float32 would round it);
+- NLL :math:`-\frac1n\sum_i \log p_{i y_i}` (nats);
+- ECE (Guo et al. 2017, §2): 15 equal-width bins :math:`B_m` of confidence on (0, 1],
+  :math:`\sum_m \frac{|B_m|}{n}\,|\mathrm{acc}(B_m) - \mathrm{conf}(B_m)|`
+  (torchmetrics ``multiclass_calibration_error``, ``norm="l1"``);
+- adaptive ECE (Nguyen & O'Connor 2015; Nixon et al. 2019): the same sum over 15 equal-mass bins, the
+  examples sorted by confidence and split into 15 runs of sizes differing by at most one;
+- Brier score (Brier 1950, the multi-class form): :math:`\frac1n\sum_i\sum_k (p_{ik} - [k = y_i])^2`,
+  in [0, 2];
+- confidence :math:`\frac1n\sum_i c_i`;
+- logit gap :math:`\frac1n\sum_i \big(z_{i\hat y_i} - \frac{1}{K-1}\sum_{k\ne\hat y_i} z_{ik}\big)`: the
+  predicted class's logit minus the mean of the others'. At the minimiser of label smoothing every other
+  logit is equal, so this is exactly :func:`labelsmooth.optimal_logit_gap` there.
+
+Everything is computed in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+N_BINS = 15
+METRICS = ("accuracy", "nll", "ece", "adaptive_ece", "brier", "confidence", "logit_gap")
+
+
+def evaluate(logits: Tensor, target: Tensor, n_bins: int = N_BINS) -> dict[str, float]:
+    """Every metric of the module docstring, as floats keyed by :data:`METRICS`.
+
+    Args:
+        logits: (n, K) raw scores.
+        target: (n,) class indices in [0, K).
+        n_bins: bins of both ECEs.
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]); y = torch.tensor([0, 2])
+        >>> m = evaluate(z, y)
+        >>> m["accuracy"], round(m["logit_gap"], 3)
+        (0.5, 1.5)
+    """
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    if logits.dim() != 2 or target.shape != logits.shape[:1] or logits.shape[0] == 0:
+        raise ValueError(
+            f"Expected logits (n, K) with n >= 1 and target (n,), "
+            f"but got {tuple(logits.shape)} and {tuple(target.shape)}"
+        )
+    z = logits.detach().to(torch.float64)
+    y = target.detach().long()
+    K = z.shape[1]
+    p = torch.softmax(z, dim=1)
+    accuracy = (p.argmax(dim=1) == y).double().mean()
+    ece = multiclass_calibration_error(p, y, num_classes=K, n_bins=n_bins, norm="l1")
+    return {
+        "accuracy": float(accuracy),
+        "nll": float(F.cross_entropy(z, y)),
+        "ece": float(ece),
+        "adaptive_ece": adaptive_ece(p, y, n_bins),
+        "brier": brier_score(p, y),
+        "confidence": float(p.max(dim=1).values.mean()),
+        "logit_gap": logit_gap(z),
+    }
+
+
+def adaptive_ece(probs: Tensor, target: Tensor, n_bins: int = N_BINS) -> float:
+    """ECE over equal-mass bins: sort by confidence, split into ``n_bins`` runs (sizes differ by <= 1).
+
+    Example:
+        >>> p = torch.tensor([[0.9, 0.1], [0.6, 0.4]]); y = torch.tensor([0, 1])
+        >>> round(adaptive_ece(p, y, n_bins=2), 3)  # bins {0.6: wrong}, {0.9: right}: (0.6 + 0.1) / 2
+        0.35
+    """
+    conf, pred = probs.max(dim=1)
+    order = torch.argsort(conf, stable=True)
+    conf, correct = conf[order].double(), (pred[order] == target[order]).double()
+    n = conf.numel()
+    total = torch.zeros((), dtype=torch.float64)
+    for idx in torch.tensor_split(torch.arange(n), min(n_bins, n)):
+        total += idx.numel() / n * (correct[idx].mean() - conf[idx].mean()).abs()
+    return float(total)
+
+
+def brier_score(probs: Tensor, target: Tensor) -> float:
+    """Multi-class Brier score: mean over examples of the squared distance of p to the one-hot target."""
+    onehot = F.one_hot(target, probs.shape[1]).to(probs.dtype)
+    return float(((probs - onehot) ** 2).sum(dim=1).mean())
+
+
+def logit_gap(logits: Tensor) -> float:
+    """Mean over examples of the top logit minus the mean of the other K − 1 logits."""
+    K = logits.shape[1]
+    top = logits.max(dim=1).values
+    return float((top - (logits.sum(dim=1) - top) / (K - 1)).mean())

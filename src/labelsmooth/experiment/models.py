@@ -1,0 +1,159 @@
+"""Models by name, sized from the data set: ``build(name, input_shape, num_classes)``.
+
+- ``mlp``: flatten, two hidden layers of 256 with ReLU, a linear head.
+- ``cnn``: two 3×3 conv blocks (16, 32 channels, ReLU, 2×2 max-pool), a 128-unit hidden layer, a head.
+- ``resnet``: ResNet-20 style (He et al. 2016, §4.2): a 3×3 stem, three stages of three basic blocks with
+  16/32/64 channels and batch norm, global average pooling, a head. For 28×28 and 32×32 images.
+- ``cnn1d``: for MNIST-1D: three 1-D conv layers (32, 64, 64 channels, ReLU), global max-pool, a head.
+
+``default_model(dataset)`` is the ``auto`` choice: digits → mlp, mnist1d → cnn1d, fashion-mnist and
+mnist → cnn, cifar → resnet.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+MODELS = ("mlp", "cnn", "resnet", "cnn1d")
+_DEFAULTS = {
+    "digits": "mlp",
+    "mnist1d": "cnn1d",
+    "fashion-mnist": "cnn",
+    "mnist": "cnn",
+    "cifar10": "resnet",
+    "cifar100": "resnet",
+}
+
+
+def default_model(dataset: str) -> str:
+    """The model ``auto`` picks for a data set.
+
+    Example:
+        >>> default_model("digits"), default_model("fashion-mnist"), default_model("cifar100")
+        ('mlp', 'cnn', 'resnet')
+    """
+    if dataset not in _DEFAULTS:
+        raise ValueError(f"Expected a data set name in {list(_DEFAULTS)}, but got {dataset!r}")
+    return _DEFAULTS[dataset]
+
+
+def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A freshly initialised model (uses torch's global RNG: seed it first).
+
+    Args:
+        name: one of :data:`MODELS`.
+        input_shape: one example's shape without the batch dimension: (C, H, W) images, (C, L) sequences.
+        num_classes: K, the width of the output logits (N, K).
+
+    Example:
+        >>> m = build("cnn", (1, 28, 28), 10)
+        >>> m(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    input_shape = tuple(input_shape)
+    if name == "mlp":
+        return MLP(math.prod(input_shape), num_classes)
+    if name == "cnn":
+        _need(name, input_shape, 3)
+        return CNN(input_shape, num_classes)
+    if name == "resnet":
+        _need(name, input_shape, 3)
+        return ResNet(input_shape[0], num_classes)
+    if name == "cnn1d":
+        _need(name, input_shape, 2)
+        return CNN1d(input_shape, num_classes)
+    raise ValueError(f"Expected a model name in {list(MODELS)}, but got {name!r}")
+
+
+def _need(name: str, shape: tuple[int, ...], ndim: int) -> None:
+    if len(shape) != ndim:
+        kind = "(C, H, W) images" if ndim == 3 else "(C, L) sequences"
+        raise ValueError(f"Expected model {name!r} to get {kind}, but got inputs of shape {shape}")
+
+
+class MLP(nn.Sequential):
+    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (256, 256)) -> None:
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), nn.ReLU()]
+            in_features = width
+        layers.append(nn.Linear(in_features, num_classes))
+        super().__init__(*layers)
+
+
+class CNN(nn.Sequential):
+    def __init__(
+        self, input_shape: tuple[int, int, int], num_classes: int, widths=(16, 32), hidden: int = 128
+    ) -> None:
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for width in widths:
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
+            if min(h, w) >= 4:  # keep 8×8 digits from vanishing
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = width
+        layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+        super().__init__(*layers)
+
+
+class CNN1d(nn.Sequential):
+    def __init__(self, input_shape: tuple[int, int], num_classes: int, widths=(32, 64, 64)) -> None:
+        c, _ = input_shape
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            layers += [
+                nn.Conv1d(
+                    c, width, 5 if i == 0 else 3, stride=1 if i == 0 else 2, padding=2 if i == 0 else 1
+                ),
+                nn.ReLU(),
+            ]
+            c = width
+        layers += [nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(c, num_classes)]
+        super().__init__(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 conv-BN layers and a shortcut (a 1×1 conv-BN where the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-(6n+2) for small images; n = 3 is ResNet-20 (0.27 M parameters for 10 classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, n: int = 3, widths=(16, 32, 64)) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        blocks, c = [], widths[0]
+        for stage, width in enumerate(widths):
+            for i in range(n):
+                blocks.append(BasicBlock(c, width, 2 if stage > 0 and i == 0 else 1))
+                c = width
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.blocks(self.stem(x)))

@@ -1,0 +1,154 @@
+"""The report: Markdown and one self-contained HTML page with the figures; Chromium draws it."""
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelsmooth.experiment.report import write_report
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def _runs():
+    import random
+
+    rng = random.Random(0)
+    runs = []
+    for setting in (None, 0.95, 0.9, 0.8):
+        for seed in range(3):
+            cfg = {
+                "dataset": "digits",
+                "model": "mlp",
+                "loss": "ce" if setting is None else "ls",
+                "gamma": setting,
+                "smoothing": None,
+                "convention": "uniform",
+                "beta": None,
+                "epochs": 5,
+                "seed": seed,
+                "batch_size": 128,
+                "optimizer": "adamw",
+                "lr": None,
+                "weight_decay": 5e-4,
+                "schedule": "cosine",
+                "augment": False,
+                "train_size": None,
+                "test_size": None,
+                "momentum": 0.9,
+            }
+            conf = [(i + 0.5) / 15 for i in range(15)]
+            acc = [min(1.0, c + rng.uniform(-0.1, 0.1)) for c in conf]
+            count = [0] * 5 + [rng.randint(1, 30) for _ in range(10)]
+            runs.append(
+                {
+                    "key": f"{setting}-{seed}",
+                    "status": "done",
+                    "config": cfg,
+                    "metrics": {
+                        "accuracy": 0.95 + rng.uniform(-0.01, 0.01),
+                        "nll": 0.2,
+                        "ece": 0.03,
+                        "logit_gap": 4.0 + rng.uniform(0, 1),
+                    },
+                    "reliability": {
+                        "count": count,
+                        "accuracy": [a if n else None for a, n in zip(acc, count)],
+                        "confidence": [c if n else None for c, n in zip(conf, count)],
+                    },
+                    "timings": {"total": 1.0},
+                }
+            )
+    return runs
+
+
+def test_report_writes_markdown_html_and_figures(tmp_path):
+    sweeps = [
+        {
+            "id": 1,
+            "command": "labelsmooth sweep --datasets digits",
+            "backend": "local",
+            "workers": 2,
+            "runs": 12,
+            "machine": {"cpu": "test cpu", "cpu_count": 2, "threads_per_run": 1},
+            "wall_s": 12.0,
+        }
+    ]
+    out = write_report(_runs(), sweeps, str(tmp_path))
+    md = Path(out["markdown"]).read_text()
+    assert "digits: no setting beats cross-entropy significantly" in md or "digits: γ" in md
+    for png in ("digits-accuracy.png", "digits-ece.png", "digits-reliability.png", "digits-logit-gap.png"):
+        assert f"]({png})" in md
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| γ = 0.9 | 3 |" in md and "labelsmooth sweep --datasets digits" in md
+    page = Path(out["html"]).read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 4 and base64.b64decode(images[0])[:4] == b"\x89PNG"
+    assert not re.search(r'(src|href)="(?!data:)', page), "the page must be self-contained"
+
+
+def test_report_cli(tmp_path):
+    from labelsmooth.experiment.store import Store
+
+    with Store(tmp_path / "s.sqlite") as s:
+        for r in _runs():
+            s.put(r)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labelsmooth",
+            "report",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("digits: ") and (tmp_path / "rep" / "report.html").exists()
+
+
+def _chromium_screenshot(chromium, page, shot, profile):
+    """Screenshot ``page`` in headless Chromium; returns the pixels and the console lines it logged."""
+    from matplotlib.image import imread
+
+    r = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+         f"--screenshot={shot}", "--window-size=1280,2400", "file://" + str(page)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert Path(shot).exists(), r.stderr[-2000:]
+    console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    return imread(str(shot))[..., :3], console
+
+
+@pytest.mark.slow
+def test_chromium_draws_the_report(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    bad = tmp_path / "bad.html"  # control: the console check does see a script error
+    bad.write_text("<html><body><p>x</p><script>console.error('boom'); missing();</script></body></html>")
+    _, console = _chromium_screenshot(chromium, bad, tmp_path / "bad.png", tmp_path / "profile-bad")
+    assert any("boom" in line for line in console) and any("Uncaught" in line for line in console)
+
+    out = write_report(_runs(), [], str(tmp_path / "rep"))
+    shot = tmp_path / "shot.png"
+    pixels, console = _chromium_screenshot(chromium, out["html"], shot, tmp_path / "profile")
+    assert console == [], console
+    assert pixels.std() > 0.05, "the screenshot is blank"
+    assert (pixels.mean(axis=2) < 0.5).mean() > 0.01  # some dark ink (text, axes) was drawn
+    if os.environ.get("LABELSMOOTH_SCREENSHOT"):
+        shutil.copy(shot, os.environ["LABELSMOOTH_SCREENSHOT"])
