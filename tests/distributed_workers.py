@@ -46,11 +46,19 @@ def free_port() -> int:
 
 def spawn(fn, world_size: int, *args) -> None:
     """Start ``world_size`` ranks of ``fn(rank, world_size, *args)`` once, gloo on loopback."""
+    saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "PYTHONPATH")}
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(free_port())
     # the children import this checkout's labelsmooth and this module (as tests.distributed_workers)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    mp.start_processes(fn, args=(world_size, *args), nprocs=world_size, join=True, start_method="spawn")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), saved["PYTHONPATH"] or ""])
+    try:
+        mp.start_processes(fn, args=(world_size, *args), nprocs=world_size, join=True, start_method="spawn")
+    finally:  # leave the test process's environment as it was
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _init(rank: int, world_size: int) -> None:
@@ -116,8 +124,14 @@ def per_partition_cross_entropy(local_logits: torch.Tensor, target: torch.Tensor
     return loss, grad
 
 
-def per_partition_measurement(sizes: list[int], *, rows: int, scale: float, eps: float, seed: int = 0) -> dict:
-    """Run the faulty variant and ours on this rank's slice; return what the rank sees (collective call)."""
+def per_partition_measurement(
+    sizes: list[int], *, rows: int, scale: float, eps: float, logits: str = "iid", seed: int = 0
+) -> dict:
+    """Run the faulty variant and ours on this rank's slice; return what the rank sees (collective call).
+
+    ``logits="iid"``: z = scale·N(0, 1), uniform targets. ``logits="zipf"``: a frequency-ordered
+    vocabulary as in language models: z_k = scale·N(0, 1) − log(k + 1) and targets drawn ∝ 1/(k + 1).
+    """
     from labelsmooth import cross_entropy
     from labelsmooth.distributed import vocab_parallel_cross_entropy
 
@@ -126,19 +140,25 @@ def per_partition_measurement(sizes: list[int], *, rows: int, scale: float, eps:
     K = offsets[-1]
     g = torch.Generator().manual_seed(seed)
     full = scale * torch.randn(rows, K, generator=g, dtype=torch.float64)
-    y = torch.randint(0, K, (rows,), generator=g)
+    if logits == "zipf":
+        log_freq = -torch.arange(1, K + 1, dtype=torch.float64).log()
+        full = full + log_freq
+        y = torch.multinomial(log_freq.exp(), rows, replacement=True, generator=g)
+    else:
+        y = torch.randint(0, K, (rows,), generator=g)
     s, e = offsets[rank], offsets[rank + 1]
 
     exact_full = full.clone().requires_grad_()
     exact_rows = cross_entropy(exact_full, y, reduction="none", label_smoothing=eps, convention="others")
     exact_rows.sum().backward()
-    exact_grad = exact_full.grad[:, s:e]
+    exact_rows, exact_grad = exact_rows.detach(), exact_full.grad[:, s:e]
 
     faulty_rows, faulty_grad = per_partition_cross_entropy(full[:, s:e].clone(), y, eps, s)
 
     ours_local = full[:, s:e].clone().requires_grad_()
     ours_rows = vocab_parallel_cross_entropy(ours_local, y, label_smoothing=eps, convention="others", reduction="none")
     ours_rows.sum().backward()
+    ours_rows = ours_rows.detach()
 
     # gradient errors over the whole (N, K) gradient: sums of squares and maxima all-reduced
     sq = torch.stack([
@@ -147,6 +167,9 @@ def per_partition_measurement(sizes: list[int], *, rows: int, scale: float, eps:
     dist.all_reduce(sq, op=dist.ReduceOp.SUM)
     mx = torch.stack([(faulty_grad - exact_grad).abs().max(), (ours_local.grad - exact_grad).abs().max()])
     dist.all_reduce(mx, op=dist.ReduceOp.MAX)
+    # the target the faulty gradient implies, q = softmax − grad, summed over all K classes (exact: 1)
+    row_sums = torch.stack([faulty_grad.sum(1), ours_local.grad.sum(1)])
+    dist.all_reduce(row_sums, op=dist.ReduceOp.SUM)
     return {
         "rank": rank,
         "slice": [s, e],
@@ -159,6 +182,8 @@ def per_partition_measurement(sizes: list[int], *, rows: int, scale: float, eps:
         "ours_grad_rel_err": float(sq[1].sqrt() / sq[2].sqrt()),
         "faulty_grad_max_abs_err": float(mx[0]),
         "ours_grad_max_abs_err": float(mx[1]),
+        "faulty_target_mass": float((1.0 - row_sums[0]).mean()),
+        "ours_target_mass": float((1.0 - row_sums[1]).mean()),
     }
 
 
@@ -342,9 +367,9 @@ def ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
 # The docs/distributed.md table
 
 
-def report_worker(rank: int, world_size: int, out_dir: str, sizes: list[int]) -> None:
+def report_worker(rank: int, world_size: int, out_dir: str, sizes: list[int], logits: str) -> None:
     _init(rank, world_size)
-    result = per_partition_measurement(sizes, rows=256, scale=2.0, eps=0.1)
+    result = per_partition_measurement(sizes, rows=256, scale=2.0, eps=0.1, logits=logits)
     _write(Path(out_dir) / f"rank{rank}.json", result)
     dist.destroy_process_group()
 
@@ -353,22 +378,27 @@ def main() -> None:
     import tempfile
 
     settings = [[1000], [500, 500], [300, 700], [250, 250, 250, 250], [100, 200, 300, 400]]
-    print("K = 1000, N = 256 rows, logits 2·N(0,1), ε = 0.1 (convention 'others', Megatron's), float64, gloo")
-    print(
-        "| slices | rank | faulty loss | exact loss | rel. err. | faulty grad rel. err. (max abs) | ours: loss, grad max abs err |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for sizes in settings:
-        with tempfile.TemporaryDirectory() as d:
-            spawn(report_worker, len(sizes), d, sizes)
-            for r in range(len(sizes)):
-                m = json.loads((Path(d) / f"rank{r}.json").read_text())
-                rel = (m["faulty_loss"] - m["exact_loss"]) / m["exact_loss"]
-                print(
-                    f"| {sizes} | {r} | {m['faulty_loss']:.6f} | {m['exact_loss']:.6f} | {rel:+.2e} | "
-                    f"{m['faulty_grad_rel_err']:.2e} ({m['faulty_grad_max_abs_err']:.2e}) | "
-                    f"{abs(m['ours_loss'] - m['exact_loss']):.1e}, {m['ours_grad_max_abs_err']:.1e} |"
-                )
+    for logits in ("iid", "zipf"):
+        print(f"\nlogits={logits!r}: K = 1000, N = 256 rows, scale 2, ε = 0.1 (convention 'others'), float64, gloo")
+        print(
+            "| slices | faulty mean loss per rank | exact | max rel. err. of the mean | max row err. "
+            "| grad rel. err. (max abs) | implied target mass | ours: max loss err., max grad err. |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for sizes in settings:
+            with tempfile.TemporaryDirectory() as d:
+                spawn(report_worker, len(sizes), d, sizes, logits)
+                ms = [json.loads((Path(d) / f"rank{r}.json").read_text()) for r in range(len(sizes))]
+            exact = ms[0]["exact_loss"]
+            faulty = ", ".join(f"{m['faulty_loss']:.5f}" for m in ms)
+            rel = max(abs(m["faulty_loss"] - exact) / exact for m in ms)
+            row = max(m["faulty_row_max_abs_err"] for m in ms)
+            ours_loss = max(max(abs(m["ours_loss"] - exact), m["ours_row_max_abs_err"]) for m in ms)
+            print(
+                f"| {sizes} | {faulty} | {exact:.5f} | {rel:.2e} | {row:.2e} | {ms[0]['faulty_grad_rel_err']:.2e} "
+                f"({ms[0]['faulty_grad_max_abs_err']:.2e}) | {ms[0]['faulty_target_mass']:.4f} | "
+                f"{ours_loss:.1e}, {ms[0]['ours_grad_max_abs_err']:.1e} |"
+            )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,17 @@ def test_single_process_equals_cross_entropy(convention, reduction):
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_unbatched_and_empty_inputs_follow_cross_entropy(reduction):
+    for z, y in [
+        (torch.randn(5, dtype=D), torch.tensor(3)),
+        (torch.randn(0, 5, dtype=D), torch.zeros(0, dtype=torch.long)),
+    ]:
+        ours = vocab_parallel_cross_entropy(z, y, label_smoothing=0.2, reduction=reduction)
+        ref = labelsmooth.cross_entropy(z, y, label_smoothing=0.2, reduction=reduction)
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
 def test_single_process_linear_equals_linear_then_cross_entropy():
     h, W, b = (torch.randn(*s, dtype=D, requires_grad=True) for s in [(3, 4, 6), (9, 6), (9,)])
     y = torch.randint(0, 9, (3, 4))
