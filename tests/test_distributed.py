@@ -61,10 +61,14 @@ def test_unbatched_and_empty_inputs_follow_cross_entropy(reduction):
         torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
-def test_single_process_linear_equals_linear_then_cross_entropy():
+@pytest.mark.parametrize("chunk_size", [1, 5, 12, None])
+def test_single_process_linear_equals_linear_then_cross_entropy(chunk_size):
     h, W, b = (torch.randn(*s, dtype=D, requires_grad=True) for s in [(3, 4, 6), (9, 6), (9,)])
     y = torch.randint(0, 9, (3, 4))
-    ours = vocab_parallel_linear_cross_entropy(h, W, y, local_bias=b, label_smoothing=0.1, reduction="none")
+    y[0, 1] = -100
+    ours = vocab_parallel_linear_cross_entropy(
+        h, W, y, local_bias=b, label_smoothing=0.1, reduction="none", chunk_size=chunk_size
+    )
     ref = labelsmooth.cross_entropy(F.linear(h, W, b).movedim(-1, 1), y, label_smoothing=0.1, reduction="none")
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     grads_ours = torch.autograd.grad(ours.sum(), (h, W, b))
@@ -111,6 +115,17 @@ def test_bad_input_names_the_argument(kwargs, error, match):
         vocab_parallel_cross_entropy(torch.randn(2, 6), target, **args)
 
 
+def test_linear_frozen_head_gives_only_the_input_gradient():
+    h, W = torch.randn(4, 3, dtype=D, requires_grad=True), torch.randn(6, 3, dtype=D)
+    y = torch.tensor([0, 5, 2, 2])
+    ours = vocab_parallel_linear_cross_entropy(h, W, y, label_smoothing=0.3, convention="others", chunk_size=3)
+    ours.backward()
+    ref_h = h.detach().clone().requires_grad_()
+    labelsmooth.cross_entropy(F.linear(ref_h, W), y, label_smoothing=0.3, convention="others").backward()
+    assert W.grad is None
+    torch.testing.assert_close(h.grad, ref_h.grad, rtol=1e-12, atol=1e-12)
+
+
 def test_linear_bad_shapes():
     h, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match=r"`local_weight` to have shape \(V_local, 4\)"):
@@ -119,6 +134,8 @@ def test_linear_bad_shapes():
         vocab_parallel_linear_cross_entropy(h, torch.randn(5, 4), y, local_bias=torch.randn(4))
     with pytest.raises(ValueError, match=r"`target` to have shape \(3,\)"):
         vocab_parallel_linear_cross_entropy(h, torch.randn(5, 4), y[:2])
+    with pytest.raises(ValueError, match="`chunk_size` to be a positive integer"):
+        vocab_parallel_linear_cross_entropy(h, torch.randn(5, 4), y, chunk_size=0)
 
 
 # --------------------------------------------------------------------------------------------------

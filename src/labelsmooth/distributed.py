@@ -9,10 +9,10 @@ unequal) size: rank r holds classes ``[o_r, o_{r+1})``. The loss is the one of
     \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v), \qquad
     \nabla_{z_i}\ell_i = m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v .
 
-Every term is a sum over classes, so each rank sums over its slice and one all-reduce adds the slices:
-an all-reduce MAX of the row maxima, then one all-reduce SUM of three numbers per row (the sum of
-exponentials, the target logit, which one rank owns and the others contribute 0 to, and the smoothing
-sum :math:`z_i\cdot v` over the slice). That is O(N) numbers per call; the logits never move. The backward
+Every term is a sum over classes, so each rank sums over its slice and all-reduces combine the slices:
+an all-reduce MAX of the slices' log-sum-exp, then one all-reduce SUM of three numbers per row
+(exp(lse_r − max), the target logit, which one rank owns and the others contribute 0 to, and the
+smoothing sum :math:`z_i\cdot v` over the slice). That is O(N) numbers per call; the logits never move. The backward
 needs no communication: once lse is known, the gradient of the local slice is local.
 
 Megatron-LM's vocab-parallel cross-entropy instead uses the partition's vocabulary size and the mean of
@@ -25,7 +25,7 @@ Without an initialised process group (and ``group=None``) the functions run on o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -102,12 +102,16 @@ def _class_bounds(local_size: int, class_offsets: Sequence[int] | None, group, d
 
 
 # --------------------------------------------------------------------------------------------------
-# The computation
+# The computation: local sums over the slice, one combination across ranks, a local gradient
+
+# Rows per chunk of the linear variant when chunk_size is None: keep a chunk's logits near 2^22 elements
+# (16 MiB in float32), whatever the local vocabulary size.
+CHUNK_ELEMENTS = 2**22
 
 
 @dataclass(frozen=True)
 class _LocalTerms:
-    """What the autograd Function needs besides the logits; none of it requires a gradient.
+    """The per-row coefficients and the local slice of v; none of it requires a gradient.
 
     Shapes, for M rows and a local slice of V classes:
         row_mass, true_coef, prior_coef: (M,) m_i, a_i, b_i of :class:`labelsmooth.targets.IndexTargetCoefficients`.
@@ -124,25 +128,53 @@ class _LocalTerms:
     smoothing: bool
     group: object
 
+    def rows(self, sl: slice) -> _LocalTerms:
+        """The terms of rows ``sl`` (for chunks)."""
+        return replace(
+            self, row_mass=self.row_mass[sl], true_coef=self.true_coef[sl], prior_coef=self.prior_coef[sl],
+            owned=self.owned[sl], local_target=self.local_target[sl],
+        )  # fmt: skip
+
+
+def _local_sums(z: Tensor, t: _LocalTerms) -> Tensor:
+    """(3, M) sums over the local slice of z (M, V): lse over the slice, z_y (0 if not owned), z · v_slice."""
+    z_y = torch.where(t.owned, z.gather(1, t.local_target.unsqueeze(1)).squeeze(1), 0.0)
+    z_v = z @ t.local_prior_weighted if t.smoothing else torch.zeros_like(z_y)
+    return torch.stack([torch.logsumexp(z, dim=-1), z_y, z_v])
+
+
+def _row_loss_and_lse(local: Tensor, t: _LocalTerms) -> tuple[Tensor, Tensor]:
+    """Combine the ranks' (3, M) local sums (two all-reduces of O(M) numbers); row losses and global lse.
+
+    lse = max_r lse_r + log Σ_r exp(lse_r − max_r lse_r);  loss_i = m_i·lse − a_i·z_y − b_i·(z · v).
+    """
+    top = _all_reduce(local[0].clone(), dist.ReduceOp.MAX, t.group)  # (M,)
+    # a row whose slices are all −inf gives NaN, as on the full logits
+    packed = torch.stack([torch.exp(local[0] - top), local[1]] + ([local[2]] if t.smoothing else []))
+    packed = _all_reduce(packed, dist.ReduceOp.SUM, t.group)  # one all-reduce, (2 or 3, M)
+    lse = top + torch.log(packed[0])
+    row_loss = t.row_mass * lse - t.true_coef * packed[1]
+    if t.smoothing:
+        row_loss = row_loss - t.prior_coef * packed[2]
+    return row_loss, lse
+
+
+def _local_grad(z: Tensor, lse: Tensor, grad_row: Tensor, t: _LocalTerms) -> Tensor:
+    """g_i · (m_i softmax(z_i) − a_i e_{y_i} − b_i v) on the local slice, (M, V); no communication."""
+    grad = torch.exp(z - lse.unsqueeze(-1)) * (grad_row * t.row_mass).unsqueeze(-1)
+    target_grad = torch.where(t.owned, grad_row * t.true_coef, 0.0)
+    grad.scatter_add_(1, t.local_target.unsqueeze(1), -target_grad.unsqueeze(1))
+    if t.smoothing:
+        grad = grad - (grad_row * t.prior_coef).unsqueeze(-1) * t.local_prior_weighted
+    return grad
+
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     """Row losses (M,) from local logits (M, V), in the compute dtype. Backward is local."""
 
     @staticmethod
     def forward(ctx, z: Tensor, t: _LocalTerms) -> Tensor:
-        row_max = z.detach().amax(dim=-1)
-        _all_reduce(row_max, dist.ReduceOp.MAX, t.group)  # (M,) global row max
-        sums = [
-            torch.exp(z - row_max.unsqueeze(-1)).sum(-1),  # Σ_k exp(z_k − max) over the slice
-            torch.where(t.owned, z.gather(1, t.local_target.unsqueeze(1)).squeeze(1), 0.0),  # z_y or 0
-        ]
-        if t.smoothing:
-            sums.append(z @ t.local_prior_weighted)  # z · v over the slice
-        packed = _all_reduce(torch.stack(sums), dist.ReduceOp.SUM, t.group)  # one all-reduce, (2 or 3, M)
-        lse = row_max + torch.log(packed[0])
-        row_loss = t.row_mass * lse - t.true_coef * packed[1]
-        if t.smoothing:
-            row_loss = row_loss - t.prior_coef * packed[2]
+        row_loss, lse = _row_loss_and_lse(_local_sums(z, t), t)
         ctx.save_for_backward(z, lse)
         ctx.terms = t
         return row_loss
@@ -151,20 +183,53 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_row: Tensor):
         z, lse = ctx.saved_tensors
-        t: _LocalTerms = ctx.terms
-        # grad_i = g_i · (m_i softmax(z_i) − a_i e_{y_i} − b_i v), restricted to the local slice
-        grad = torch.exp(z - lse.unsqueeze(-1)) * (grad_row * t.row_mass).unsqueeze(-1)
-        target_grad = torch.where(t.owned, grad_row * t.true_coef, 0.0)
-        grad.scatter_add_(1, t.local_target.unsqueeze(1), -target_grad.unsqueeze(1))
-        if t.smoothing:
-            grad = grad - (grad_row * t.prior_coef).unsqueeze(-1) * t.local_prior_weighted
-        return grad, None
+        return _local_grad(z, lse, grad_row, ctx.terms), None
 
 
-def _flat_row_losses(
-    z: Tensor,
+class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
+    """Row losses (M,) from h (M, D), the local head W (V, D) and bias b (V,) or None, by row chunks.
+
+    Only a (chunk, V) block of logits exists at a time; the backward recomputes it. Memory beyond the
+    inputs: O(chunk·V + M) in the forward, plus the gradients' size in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, W: Tensor, b: Tensor | None, t: _LocalTerms, chunk: int) -> Tensor:
+        M = h.shape[0]
+        local = torch.empty(3, M, dtype=h.dtype, device=h.device)
+        for i in range(0, M, chunk):
+            sl = slice(i, i + chunk)
+            local[:, sl] = _local_sums(F.linear(h[sl], W, b), t.rows(sl))
+        row_loss, lse = _row_loss_and_lse(local, t)
+        ctx.save_for_backward(h, W, b, lse)
+        ctx.terms, ctx.chunk = t, chunk
+        return row_loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_row: Tensor):
+        h, W, b, lse = ctx.saved_tensors
+        t, chunk = ctx.terms, ctx.chunk
+        need_h, need_W, need_b = ctx.needs_input_grad[:3]
+        dh = torch.empty_like(h) if need_h else None
+        dW = torch.zeros_like(W) if need_W else None
+        db = torch.zeros_like(b) if need_b else None
+        for i in range(0, h.shape[0], chunk):
+            sl = slice(i, i + chunk)
+            gz = _local_grad(F.linear(h[sl], W, b), lse[sl], grad_row[sl], t.rows(sl))  # (chunk, V)
+            if need_h:
+                dh[sl] = gz @ W  # this rank's part; summed over ranks outside (_AllReduceGradient)
+            if need_W:
+                dW.addmm_(gz.T, h[sl])
+            if need_b:
+                db += gz.sum(0)
+        return dh, dW, db, None, None
+
+
+def _local_terms(
     flat_target: Tensor,
     *,
+    V_local: int,
     num_classes: int,
     start: int,
     label_smoothing: float,
@@ -173,26 +238,25 @@ def _flat_row_losses(
     weight: Tensor | None,
     ignore_index: int,
     group,
-) -> tuple[Tensor, Tensor]:
-    """Row losses (M,) and row weights (M,) for local logits z (M, V) in the compute dtype."""
-    dtype, V_local = z.dtype, z.shape[-1]
+    dtype: torch.dtype,
+) -> tuple[_LocalTerms, Tensor]:
+    """The terms of the local slice [start, start + V_local) and the row weights (M,)."""
     c = index_target_coefficients(
         flat_target, num_classes, label_smoothing, convention=convention, prior=prior,
         weight=None if weight is None else weight.detach(), ignore_index=ignore_index, dtype=dtype,
     )  # fmt: skip
     local = c.safe_target - start
-    owned = (local >= 0) & (local < V_local)
     terms = _LocalTerms(
         row_mass=c.row_mass,
         true_coef=c.true_coef,
         prior_coef=c.prior_coef,
         local_prior_weighted=c.prior_weighted[start : start + V_local],
-        owned=owned,
+        owned=(local >= 0) & (local < V_local),
         local_target=local.clamp(0, V_local - 1),
         smoothing=label_smoothing > 0,
         group=group,
     )
-    return _VocabParallelCrossEntropy.apply(z, terms), c.row_weight
+    return terms, c.row_weight
 
 
 def _check_common(target, label_smoothing, convention, reduction, ignore_index):
@@ -236,7 +300,7 @@ def vocab_parallel_cross_entropy(
         \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v)
 
     with lse, :math:`z_{i,y_i}` and :math:`z_i\cdot v` each summed over the ranks' slices by all-reduce
-    (a MAX of the row maxima, then one SUM of three numbers per row), and :math:`a, b, m, v` from
+    (a MAX of the slices' lse, then one SUM of three numbers per row), and :math:`a, b, m, v` from
     :func:`labelsmooth.targets.index_target_coefficients` with the global K (module docstring). The
     value and the gradient of the local logits equal those of :func:`labelsmooth.cross_entropy` on the
     concatenated logits; the loss is the same on every rank. The backward is local (no communication).
@@ -285,10 +349,11 @@ def vocab_parallel_cross_entropy(
     full_shape[cdim] = K
     _check_global(full_shape, target, K, weight, prior, convention, ignore_index)
     z = local_logits.movedim(cdim, -1).reshape(-1, local_logits.shape[cdim]).to(compute_dtype(local_logits.dtype))
-    row_loss, row_weight = _flat_row_losses(
-        z, target.reshape(-1), num_classes=K, start=start, label_smoothing=eps, convention=convention,
-        prior=prior, weight=weight, ignore_index=ignore_index, group=group,
+    terms, row_weight = _local_terms(
+        target.reshape(-1), V_local=z.shape[-1], num_classes=K, start=start, label_smoothing=eps,
+        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, group=group, dtype=z.dtype,
     )  # fmt: skip
+    row_loss = _VocabParallelCrossEntropy.apply(z, terms)
     return reduce_rows(row_loss, reduction, row_weight.sum(), target.shape).to(local_logits.dtype)
 
 
@@ -319,6 +384,7 @@ def vocab_parallel_linear_cross_entropy(
     reduction: str = "mean",
     weight: Tensor | None = None,
     class_offsets: Sequence[int] | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
     r"""Linear head plus :func:`vocab_parallel_cross_entropy`, with the head's rows split across ranks.
 
@@ -331,8 +397,10 @@ def vocab_parallel_linear_cross_entropy(
     input gradient :math:`\sum_r \nabla_{z^{(r)}}\ell\, W_r` (as Megatron's column-parallel head does).
     ``local_weight`` and ``local_bias`` receive the gradients of their own rows only.
 
-    This version materialises the local (M, V_r) logits (M = number of rows), like ``F.linear`` followed
-    by the loss; it is not chunked.
+    The local logits are computed ``chunk_size`` rows at a time and never stored whole: the forward keeps
+    three numbers per row, the backward recomputes each chunk's logits (one more matmul per chunk). The
+    communication is the same two all-reduces as :func:`vocab_parallel_cross_entropy`, after all chunks,
+    plus the all-reduce of the input gradient.
 
     Args:
         input: activations h of shape (..., D), the same on every rank.
@@ -341,6 +409,7 @@ def vocab_parallel_linear_cross_entropy(
         local_bias: optional (V_r,) bias slice.
         group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets: as in
             :func:`vocab_parallel_cross_entropy`; ``weight`` is the (K,) class weight, not the head.
+        chunk_size: rows per chunk; None: as many as keep a chunk near ``CHUNK_ELEMENTS`` = 2^22 logits.
 
     Returns:
         The loss, in the input's dtype: a scalar, or the target's shape for ``reduction="none"``.
@@ -377,13 +446,18 @@ def vocab_parallel_linear_cross_entropy(
     V_local = local_weight.shape[0]
     start, _, K = _class_bounds(V_local, class_offsets, group, input.device)
     _check_global((target.numel(), K), target.reshape(-1), K, weight, prior, convention, ignore_index)
+    if chunk_size is None:
+        chunk_size = max(1, CHUNK_ELEMENTS // V_local)
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}")
     dtype = compute_dtype(input.dtype)
-    h = _AllReduceGradient.apply(input.reshape(-1, input.shape[-1]), group)
-    z = F.linear(h.to(dtype), local_weight.to(dtype), None if local_bias is None else local_bias.to(dtype))  # (M, V_r)
-    row_loss, row_weight = _flat_row_losses(
-        z, target.reshape(-1), num_classes=K, start=start, label_smoothing=eps, convention=convention,
-        prior=prior, weight=weight, ignore_index=ignore_index, group=group,
+    h = _AllReduceGradient.apply(input.reshape(-1, input.shape[-1]), group).to(dtype)  # (M, D)
+    terms, row_weight = _local_terms(
+        target.reshape(-1), V_local=V_local, num_classes=K, start=start, label_smoothing=eps,
+        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, group=group, dtype=dtype,
     )  # fmt: skip
+    b = None if local_bias is None else local_bias.to(dtype)
+    row_loss = _VocabParallelLinearCrossEntropy.apply(h, local_weight.to(dtype), b, terms, chunk_size)
     return reduce_rows(row_loss, reduction, row_weight.sum(), target.shape).to(input.dtype)
 
 
