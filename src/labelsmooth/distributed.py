@@ -12,8 +12,10 @@ unequal) size: rank r holds classes ``[o_r, o_{r+1})``. The loss is the one of
 Every term is a sum over classes, so each rank sums over its slice and all-reduces combine the slices:
 an all-reduce MAX of the slices' log-sum-exp, then one all-reduce SUM of three numbers per row
 (exp(lse_r − max), the target logit, which one rank owns and the others contribute 0 to, and the
-smoothing sum :math:`z_i\cdot v` over the slice). That is O(N) numbers per call; the logits never move. The backward
-needs no communication: once lse is known, the gradient of the local slice is local.
+smoothing sum :math:`z_i\cdot v` over the slice). That is O(N) numbers per call; the logits never
+move. The backward needs no communication: once lse is known, the gradient of the local slice is local.
+The linear variant takes the local rows of the output head and works in row chunks, so the local
+logits are never stored whole.
 
 Megatron-LM's vocab-parallel cross-entropy instead uses the partition's vocabulary size and the mean of
 the log-probabilities over the partition for the smoothing term, which is wrong when the tensor-parallel
