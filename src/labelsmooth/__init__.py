@@ -6,7 +6,8 @@ Every formula is one hop from here:
   :func:`confidence_penalty`, and their modules (:mod:`labelsmooth.modules`);
 - targets (:mod:`labelsmooth.targets`): :func:`target_distribution`, the two conventions and priors;
 - conversions (:mod:`labelsmooth.conventions`): :func:`convert_smoothing` between conventions and frameworks;
-- theory (:mod:`labelsmooth.theory`): :func:`decompose` (NLL + KL) and :func:`optimal_logit_gap`.
+- theory (:mod:`labelsmooth.theory`): :func:`decompose` (NLL + KL) and :func:`optimal_logit_gap`;
+- distributed (:mod:`labelsmooth.distributed`, import it explicitly): the exact vocab-parallel losses.
 
 The experiment harness (:mod:`labelsmooth.experiment`) is an optional extra and is never imported here.
 """
