@@ -22,7 +22,7 @@ setup-test: setup
 
 # The main job.
 run: setup
-	labelsmooth explain --classes 10 --gamma 0.9
+	labelsmooth reproduce
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -92,9 +92,7 @@ def _make_case(name: str):
         if name == "torch_ce":
             return prepare, lambda z: torch.autograd.grad(F.cross_entropy(z, y, label_smoothing=0.1), z)
         eps = 0.0 if name == "fused_eps0" else 0.1
-        return prepare, lambda z: torch.autograd.grad(
-            labelsmooth.fused_cross_entropy(z, y, label_smoothing=eps), z
-        )
+        return prepare, lambda z: torch.autograd.grad(labelsmooth.fused_cross_entropy(z, y, label_smoothing=eps), z)
 
     N, D, V = LIN["N"], LIN["D"], LIN["V"]
     h = (torch.randn(N, D, generator=g) / D**0.5).requires_grad_()
@@ -146,9 +144,7 @@ def machine() -> dict:
     model = "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         pass
     return {"cpu": model, "threads": THREADS, "torch": torch.__version__, "python": platform.python_version()}
@@ -176,9 +172,7 @@ def table(results: dict) -> tuple[list[list[str]], dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=list(CASES), help="(internal) run one case in this process")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per case (>= 5)")
     args = parser.parse_args()
@@ -199,9 +193,7 @@ def main() -> None:
         )
     rows, ratios = table(results)
     header = ["case", "what", "median s", "time / torch", "extra peak MiB", "extra peak ratio"]
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
     md.append("")
     md.append(f"smoothing overhead vs ε=0: fused {ratios['smoothing_overhead_fused']:+.1%}, "
               f"linear {ratios['smoothing_overhead_linear']:+.1%}; "

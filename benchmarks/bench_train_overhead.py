@@ -81,9 +81,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"machine: {platform.platform()}, {threads} torch thread(s), torch {torch.__version__}")
     print(f"median of {args.repeats}, interleaved; seconds as wall / CPU time of this process")
-    print(
-        f"{'case':<32} {'bare':>13} {'bare+ls loss':>13} {'train()':>13} {'ratio wall':>10} {'ratio CPU':>9}"
-    )
+    print(f"{'case':<32} {'bare':>13} {'bare+ls loss':>13} {'train()':>13} {'ratio wall':>10} {'ratio CPU':>9}")
     for name in args.cases:
         config = RunConfig(**CASES[name])
         load_data(config.dataset, None, config.train_size, config.test_size)  # load once, outside the timing
@@ -96,10 +94,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
             for key, fn in runs.items():
                 times[key].append(_time(fn))
-        med = {
-            k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v))
-            for k, v in times.items()
-        }
+        med = {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
         cells = " ".join(f"{med[k][0]:6.2f}/{med[k][1]:6.2f}" for k in runs)
         ratio_wall, ratio_cpu = med["train"][0] / med["bare"][0], med["train"][1] / med["bare"][1]
         print(f"{name:<32} {cells} {ratio_wall:10.3f} {ratio_cpu:9.3f}", flush=True)

@@ -49,9 +49,7 @@ def test_matches_reference_float64(reduction, convention, use_prior, use_weight)
 @pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
 def test_nd_inputs_and_scaled_upstream(eps):
     z, y, w, _ = _case(1, n=3, dims=(4, 2))
-    ref, ref_grad = _value_and_grad(
-        lambda a, b: 2.5 * labelsmooth.cross_entropy(a, b, w, label_smoothing=eps), z, y
-    )
+    ref, ref_grad = _value_and_grad(lambda a, b: 2.5 * labelsmooth.cross_entropy(a, b, w, label_smoothing=eps), z, y)
     out, grad = _value_and_grad(
         lambda a, b: 2.5 * fused_cross_entropy(a, b, w, label_smoothing=eps, chunk_size=5), z, y
     )
@@ -78,9 +76,7 @@ def test_gradcheck_small():
     for red in ("mean", "none"):
 
         def fn(a, red=red):
-            return 1.5 * fused_cross_entropy(
-                a, y, w, reduction=red, label_smoothing=0.2, prior=prior, chunk_size=2
-            )
+            return 1.5 * fused_cross_entropy(a, y, w, reduction=red, label_smoothing=0.2, prior=prior, chunk_size=2)
 
         assert torch.autograd.gradcheck(fn, (z,))
 

@@ -95,9 +95,7 @@ def test_half_precision_within_tolerance(dtype, tol):
 def test_module_is_the_function():
     h, W, b, y, w, _ = _case(4)
     module = LinearCrossEntropyLoss(weight=w, label_smoothing=0.1, convention="others", chunk_size=3)
-    expected = linear_cross_entropy(
-        h, W, y, linear_bias=b, weight=w, label_smoothing=0.1, convention="others"
-    )
+    expected = linear_cross_entropy(h, W, y, linear_bias=b, weight=w, label_smoothing=0.1, convention="others")
     torch.testing.assert_close(module(h, W, y, b), expected, rtol=1e-12, atol=0)
 
 

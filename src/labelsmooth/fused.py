@@ -123,17 +123,11 @@ def fused_cross_entropy(
         >>> loss.backward(); torch.allclose(z.grad, torch.autograd.grad(ref, z)[0])
         True
     """
-    args = check_cross_entropy_args(
-        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior
-    )
+    args = check_cross_entropy_args(input, target, weight, ignore_index, reduction, label_smoothing, convention, prior)
     if not isinstance(inplace, bool):
         raise TypeError(f"Expected argument `inplace` to be a bool, but got {type(inplace).__name__}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(
-            f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}"
-        )
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}")
     logits = args.logits
     kernel = select_backend(backend, logits)
     needs_grad = torch.is_grad_enabled() and input.requires_grad
@@ -162,16 +156,12 @@ def fused_cross_entropy(
         grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
         if not needs_grad:
             if args.soft:
-                row, _ = torch_backend.soft_loss_and_grad(
-                    z, q, grad_scale, inplace=False, chunk_size=chunk_size
-                )
+                row, _ = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=False, chunk_size=chunk_size)
             else:
                 row = torch_backend.row_loss(z, c, chunk_size=chunk_size)
             grad = None
         elif args.soft:
-            row, grad = torch_backend.soft_loss_and_grad(
-                z, q, grad_scale, inplace=inplace, chunk_size=chunk_size
-            )
+            row, grad = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=inplace, chunk_size=chunk_size)
         else:
             row, grad = kernel.loss_and_grad(z, c, grad_scale, inplace=inplace, chunk_size=chunk_size)
         if args.reduction == "none":

@@ -109,9 +109,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         in_shape, in_dtype, w_dtype, b_dtype = ctx.meta
         if ctx.setup is not None:
             h, Wc, bc, c, chunk = ctx.setup
-            _, gh, gW, gb = _chunked(
-                h, Wc, bc, c, grad_output.reshape(-1).to(h.dtype), chunk, need_grads=True
-            )
+            _, gh, gW, gb = _chunked(h, Wc, bc, c, grad_output.reshape(-1).to(h.dtype), chunk, need_grads=True)
         else:
             if ctx.grads is None:
                 raise RuntimeError(
@@ -207,12 +205,8 @@ def linear_cross_entropy(
         raise ValueError(
             "Expected argument `backend` to be 'auto' or 'torch' for linear_cross_entropy, but got 'triton'"
         )
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(
-            f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}"
-        )
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}")
     M = input.numel() // D if D else 0
     lead = input.shape[:-1]
     if not isinstance(target, Tensor) or target.is_floating_point():

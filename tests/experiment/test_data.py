@@ -55,9 +55,7 @@ def test_idx_truncated_names_the_file(tmp_path):
     path = tmp_path / "short-idx3-ubyte"
     write_idx(path, np.zeros((4, 5, 5), dtype=np.uint8))
     path.write_bytes(path.read_bytes()[:-7])
-    with pytest.raises(
-        DataError, match=r"short-idx3-ubyte has 109 bytes, but its header .* says 116 \(truncated\)"
-    ):
+    with pytest.raises(DataError, match=r"short-idx3-ubyte has 109 bytes, but its header .* says 116 \(truncated\)"):
         read_idx(path)
 
 
@@ -132,9 +130,7 @@ def test_fashion_mnist_downloads_into_the_cache(tmp_path, clean_env, monkeypatch
     arrays = write_idx_set(served, n_train=20, n_test=10, gz=True)
     handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(served))  # noqa: E731
     handler_cls = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *a: handler_cls(*a, directory=str(served))
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler_cls(*a, directory=str(served)))
     del handler
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -51,8 +51,6 @@ def test_duplicates_are_dropped_and_bad_keys_rejected():
 
 
 def test_toml_spec(tmp_path):
-    (tmp_path / "s.toml").write_text(
-        '[sweep]\ndatasets = ["digits"]\nmodels = ["mlp"]\ngammas = [0.9]\nseeds = 2\n'
-    )
+    (tmp_path / "s.toml").write_text('[sweep]\ndatasets = ["digits"]\nmodels = ["mlp"]\ngammas = [0.9]\nseeds = 2\n')
     spec = read_toml(str(tmp_path / "s.toml"))
     assert len(build_grid(spec)) == 4

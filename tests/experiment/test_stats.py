@@ -102,6 +102,4 @@ def test_analyse_pairs_by_seed_applies_holm_and_writes_verdicts():
     assert d.seeds == 3 and d.p_t_holm == pytest.approx(
         stats.ttest_rel([0.951, 0.955, 0.972], [0.95, 0.96, 0.97]).pvalue
     )
-    assert a.verdicts["digits"].startswith(
-        "digits: no setting beats cross-entropy significantly (best: γ = 0.95, "
-    )
+    assert a.verdicts["digits"].startswith("digits: no setting beats cross-entropy significantly (best: γ = 0.95, ")

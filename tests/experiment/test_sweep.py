@@ -67,9 +67,7 @@ def test_a_run_stores_metrics_curves_and_reliability_bins():
     assert len(r["curves"]["train_loss"]) == 1 and 0 <= r["metrics"]["accuracy"] <= 1
     b = r["reliability"]  # the bins reproduce the run's own accuracy and (torchmetrics) ECE
     n = sum(b["count"])
-    assert sum(a * c for a, c in zip(b["accuracy"], b["count"]) if c) / n == pytest.approx(
-        r["metrics"]["accuracy"]
-    )
+    assert sum(a * c for a, c in zip(b["accuracy"], b["count"]) if c) / n == pytest.approx(r["metrics"]["accuracy"])
     ece = sum(c / n * abs(a - f) for a, f, c in zip(b["accuracy"], b["confidence"], b["count"]) if c)
     assert ece == pytest.approx(r["metrics"]["ece"], abs=1e-6)
 
@@ -124,9 +122,7 @@ def test_sigkill_mid_sweep_then_resume_equals_an_uninterrupted_sweep(tmp_path):
         subprocess.run(cmd, env=env, check=True, capture_output=True)
     resumed = _table(killed)
     assert resumed == _table(clean) and len(resumed) == 8
-    assert all(
-        resumed[k] == v for k, v in stored.items()
-    )  # runs stored before the kill were kept, not redone
+    assert all(resumed[k] == v for k, v in stored.items())  # runs stored before the kill were kept, not redone
     with sqlite3.connect(killed) as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone() == (8, 8)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

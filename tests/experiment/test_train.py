@@ -81,9 +81,7 @@ def test_smoothing_and_cp_losses_come_from_the_library():
 
 
 def test_huge_learning_rate_diverges_with_a_clear_error():
-    with pytest.raises(
-        TrainingDiverged, match=r"Training diverged: the loss is (nan|inf).*lr=1e\+10.*smaller --lr"
-    ):
+    with pytest.raises(TrainingDiverged, match=r"Training diverged: the loss is (nan|inf).*lr=1e\+10.*smaller --lr"):
         _run(optimizer="sgd", lr=1e10)
     assert issubclass(TrainingDiverged, RuntimeError)
 
@@ -110,9 +108,7 @@ def test_augment_crops_are_shifted_windows_and_flips_mirror():
         assert len(windows) == 1
     flipped = [augment(x, 0, True, torch.Generator().manual_seed(s)) for s in range(20)]
     assert all(torch.equal(f[i], x[i]) or torch.equal(f[i], x[i].flip(-1)) for f in flipped for i in range(2))
-    assert any(torch.equal(f[0], x[0].flip(-1)) for f in flipped) and any(
-        torch.equal(f[0], x[0]) for f in flipped
-    )
+    assert any(torch.equal(f[0], x[0].flip(-1)) for f in flipped) and any(torch.equal(f[0], x[0]) for f in flipped)
 
 
 def test_batches_cover_every_example_once():

@@ -6,9 +6,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "export", help="export a sweep store as CSV", description="Write a store's runs as CSV."
-    )
+    p = sub.add_parser("export", help="export a sweep store as CSV", description="Write a store's runs as CSV.")
     p.add_argument("--store", required=True, help="SQLite store written by `labelsmooth sweep`")
     p.add_argument("--csv", required=True, help="CSV file to write")
     return p

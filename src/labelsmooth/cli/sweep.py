@@ -21,17 +21,13 @@ def _names(text: str) -> list[str]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "sweep", help="run a grid of settings × seeds into a resumable store", description=_DESCRIPTION
-    )
+    p = sub.add_parser("sweep", help="run a grid of settings × seeds into a resumable store", description=_DESCRIPTION)
     p.add_argument("--config", help="TOML file with the grid (keys as the options below)")
     p.add_argument("--datasets", type=_names, help="comma-separated data sets, e.g. digits,mnist1d")
     p.add_argument("--models", type=_names, help="comma-separated models, or 'auto' (default: auto)")
     p.add_argument("--gammas", type=_floats, help="γ values (probability on the true class), e.g. 0.95,0.9")
     p.add_argument("--smoothings", type=_floats, help="ε values in --convention")
-    p.add_argument(
-        "--convention", choices=("uniform", "others"), help="convention of --smoothings (default uniform)"
-    )
+    p.add_argument("--convention", choices=("uniform", "others"), help="convention of --smoothings (default uniform)")
     p.add_argument("--betas", type=_floats, help="confidence-penalty β values")
     p.add_argument("--seeds", type=int, help="number of seeds: 0..N-1 (default: 3)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: 5)")
@@ -41,9 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, help="use the first N test examples (default: all)")
     p.add_argument("--store", required=True, help="SQLite file to write (created if missing)")
     p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
-    p.add_argument(
-        "--backend", choices=("local", "ray"), default="local", help="where runs execute (default: local)"
-    )
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute (default: local)")
     p.add_argument("--address", help="Ray cluster address (with --backend ray; default: a local instance)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--data-dir", help="extra folder to look for data sets in")

@@ -18,9 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="one training run: data set, model, loss; metrics as JSON", description=_DESCRIPTION
     )
-    p.add_argument(
-        "--dataset", required=True, help="digits, mnist1d, fashion-mnist, mnist, cifar10 or cifar100"
-    )
+    p.add_argument("--dataset", required=True, help="digits, mnist1d, fashion-mnist, mnist, cifar10 or cifar100")
     p.add_argument("--model", default="auto", help="mlp, cnn, resnet, cnn1d or auto (default: auto)")
     p.add_argument("--loss", default="ce", help="ce, ls or cp (default: ce)")
     g = p.add_mutually_exclusive_group()
@@ -38,21 +36,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})")
     p.add_argument("--optimizer", default=d.optimizer, help=f"adamw or sgd (default: {d.optimizer})")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-3 adamw, 0.05 sgd)")
-    p.add_argument(
-        "--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay:g})"
-    )
-    p.add_argument(
-        "--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum:g})"
-    )
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay:g})")
+    p.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum:g})")
     p.add_argument("--schedule", default=d.schedule, help=f"cosine or constant (default: {d.schedule})")
     p.add_argument("--augment", action="store_true", help="random crop (and flip where it makes sense)")
     p.add_argument("--train-size", type=int, default=None, help="stratified subset of the training split")
     p.add_argument("--test-size", type=int, default=None, help="stratified subset of the test split")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (see docs/harness.md)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
-    p.add_argument(
-        "--out", default=None, help="write the full record (config, metrics, curves, ...) as JSON here"
-    )
+    p.add_argument("--out", default=None, help="write the full record (config, metrics, curves, ...) as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

@@ -94,8 +94,7 @@ class RunConfig:
                     )
             if self.convention != "uniform":
                 raise ValueError(
-                    f"Expected `convention` to stay 'uniform' for loss={self.loss!r}, "
-                    f"but got {self.convention!r}"
+                    f"Expected `convention` to stay 'uniform' for loss={self.loss!r}, but got {self.convention!r}"
                 )
         if self.loss != "cp" and self.beta is not None:
             raise ValueError(
@@ -131,9 +130,7 @@ class RunConfig:
                     )
         if self.loss == "cp":
             if self.beta is None:
-                raise ValueError(
-                    "Expected `beta` (the confidence penalty's weight) for loss='cp', but got None"
-                )
+                raise ValueError("Expected `beta` (the confidence penalty's weight) for loss='cp', but got None")
             if not _number("beta", self.beta) >= 0:
                 raise ValueError(f"Expected `beta` to be >= 0, but got {self.beta}")
         _integer("epochs", self.epochs, 1)
@@ -151,8 +148,7 @@ class RunConfig:
             raise TypeError(f"Expected `augment` to be a bool, but got {type(self.augment).__name__}")
         if self.augment and not DATASETS[self.dataset].augmentable:
             raise ValueError(
-                f"Expected `augment` to be False for {self.dataset} (no augmentation makes sense there), "
-                "but got True"
+                f"Expected `augment` to be False for {self.dataset} (no augmentation makes sense there), but got True"
             )
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:

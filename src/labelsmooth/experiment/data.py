@@ -169,9 +169,7 @@ def _subset(x: np.ndarray, y: np.ndarray, size: int | None, what: str, name: str
     if stratify is None:
         keep = np.random.default_rng(DATA_SEED).permutation(len(y))[:size]
     else:
-        keep, _ = train_test_split(
-            np.arange(len(y)), train_size=size, stratify=stratify, random_state=DATA_SEED
-        )
+        keep, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=stratify, random_state=DATA_SEED)
         keep = np.sort(keep)
     return x[keep], y[keep]
 
@@ -283,9 +281,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(
-            f"IDX file {path} is truncated: its header needs {header} bytes, but it has {len(raw)}"
-        )
+        raise DataError(f"IDX file {path} is truncated: its header needs {header} bytes, but it has {len(raw)}")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
@@ -331,8 +327,7 @@ def _idx_split(files: dict[str, Path], num_classes: int):
             raise DataError(f"Expected labels of shape (N,) in {files[f'{split}_labels']}, but got {y.shape}")
         if len(x) != len(y):
             raise DataError(
-                f"{files[f'{split}_images']} holds {len(x)} images "
-                f"but {files[f'{split}_labels']} holds {len(y)} labels"
+                f"{files[f'{split}_images']} holds {len(x)} images but {files[f'{split}_labels']} holds {len(y)} labels"
             )
         if y.size and int(y.max()) >= num_classes:
             raise DataError(
@@ -442,9 +437,7 @@ def _unpickle(path: Path) -> dict:
 def _cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     data = _unpickle(path)
     if "data" not in data or label_key not in data:
-        raise DataError(
-            f"Expected keys 'data' and {label_key!r} in CIFAR batch {path}, but got {sorted(data)}"
-        )
+        raise DataError(f"Expected keys 'data' and {label_key!r} in CIFAR batch {path}, but got {sorted(data)}")
     x = np.asarray(data["data"])
     y = np.asarray(data[label_key], dtype=np.int64)
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
@@ -452,9 +445,7 @@ def _cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarr
     if y.shape != (len(x),):
         raise DataError(f"{path} holds {len(x)} images but {y.size} labels")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise DataError(
-            f"Expected labels in [0, {num_classes}) in {path}, but got {int(y.min())}..{int(y.max())}"
-        )
+        raise DataError(f"Expected labels in [0, {num_classes}) in {path}, but got {int(y.min())}..{int(y.max())}")
     return (x.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0), y
 
 

@@ -65,9 +65,7 @@ def build_grid(spec: dict[str, Any]) -> list[RunConfig]:
     convention = spec.get("convention", "uniform")
     settings: list[dict[str, Any]] = [{"loss": "ce"}]
     settings += [{"loss": "ls", "gamma": float(g)} for g in _list(spec, "gammas")]
-    settings += [
-        {"loss": "ls", "smoothing": float(e), "convention": convention} for e in _list(spec, "smoothings")
-    ]
+    settings += [{"loss": "ls", "smoothing": float(e), "convention": convention} for e in _list(spec, "smoothings")]
     settings += [{"loss": "cp", "beta": float(b)} for b in _list(spec, "betas")]
     common = {k: spec[k] for k in ("optimizer", "weight_decay", "schedule") if k in spec}
     out: list[RunConfig] = []

@@ -85,9 +85,7 @@ class MLP(nn.Sequential):
 
 
 class CNN(nn.Sequential):
-    def __init__(
-        self, input_shape: tuple[int, int, int], num_classes: int, widths=(16, 32), hidden: int = 128
-    ) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths=(16, 32), hidden: int = 128) -> None:
         c, h, w = input_shape
         layers: list[nn.Module] = []
         for width in widths:
@@ -106,9 +104,7 @@ class CNN1d(nn.Sequential):
         layers: list[nn.Module] = []
         for i, width in enumerate(widths):
             layers += [
-                nn.Conv1d(
-                    c, width, 5 if i == 0 else 3, stride=1 if i == 0 else 2, padding=2 if i == 0 else 1
-                ),
+                nn.Conv1d(c, width, 5 if i == 0 else 3, stride=1 if i == 0 else 2, padding=2 if i == 0 else 1),
                 nn.ReLU(),
             ]
             c = width
@@ -127,9 +123,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))

@@ -18,16 +18,12 @@ def _plt():
 
 def _gamma_series(summary: dict, settings: dict, metric: str):
     pts = sorted(
-        (s["gamma"], *summary[label][metric][:2])
-        for label, s in settings.items()
-        if s.get("gamma") is not None
+        (s["gamma"], *summary[label][metric][:2]) for label, s in settings.items() if s.get("gamma") is not None
     )
     return [p[0] for p in pts], [p[1] for p in pts], [0.0 if math.isnan(p[2]) else p[2] for p in pts]
 
 
-def metric_vs_gamma(
-    name: str, summary: dict, settings: dict, metric: str, path: str, scale: float = 1.0
-) -> bool:
+def metric_vs_gamma(name: str, summary: dict, settings: dict, metric: str, path: str, scale: float = 1.0) -> bool:
     """Mean ± 95% CI of ``metric`` against γ, with cross-entropy as a horizontal reference band."""
     g, m, h = _gamma_series(summary, settings, metric)
     if not g:
@@ -36,9 +32,7 @@ def metric_vs_gamma(
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=110)
     m = [v * scale for v in m]
     h = [v * scale for v in h]
-    ax.fill_between(
-        g, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=LS_COLOR, alpha=0.2
-    )
+    ax.fill_between(g, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=LS_COLOR, alpha=0.2)
     ax.plot(g, m, "o-", color=LS_COLOR, label="label smoothing (γ)")
     if "ce" in summary:
         cm, ch, _ = summary["ce"][metric]
@@ -64,13 +58,9 @@ def pooled_bins(runs: list[dict]) -> dict | None:
         return None
     n = len(bins[0]["count"])
     count = [sum(b["count"][i] for b in bins) for i in range(n)]
-    acc = [
-        sum((b["accuracy"][i] or 0) * b["count"][i] for b in bins) / c if c else None
-        for i, c in enumerate(count)
-    ]
+    acc = [sum((b["accuracy"][i] or 0) * b["count"][i] for b in bins) / c if c else None for i, c in enumerate(count)]
     conf = [
-        sum((b["confidence"][i] or 0) * b["count"][i] for b in bins) / c if c else None
-        for i, c in enumerate(count)
+        sum((b["confidence"][i] or 0) * b["count"][i] for b in bins) / c if c else None for i, c in enumerate(count)
     ]
     return {"count": count, "accuracy": acc, "confidence": conf}
 

@@ -40,9 +40,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def write_report(
-    runs: list[dict], sweeps: list[dict], out_dir: str, title: str = "Label smoothing sweep"
-) -> dict:
+def write_report(runs: list[dict], sweeps: list[dict], out_dir: str, title: str = "Label smoothing sweep") -> dict:
     """Write report.md, report.html and the PNGs into ``out_dir``; returns their paths and the analysis."""
     os.makedirs(out_dir, exist_ok=True)
     a = analyse(runs)
@@ -66,9 +64,7 @@ def _runs_of(name: str, a: Analysis, runs: list[dict], label: str) -> list[dict]
     return [
         r
         for r in runs
-        if r["status"] == "done"
-        and dict(experiment_of(r["config"])) == want
-        and setting_label(r["config"]) == label
+        if r["status"] == "done" and dict(experiment_of(r["config"])) == want and setting_label(r["config"]) == label
     ]
 
 

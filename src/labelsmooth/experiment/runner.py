@@ -162,9 +162,7 @@ def _ray(todo: list[RunConfig], threads: int, data_dir, address: str | None) -> 
     started_here = not ray.is_initialized()
     if started_here:
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = {
-            "env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
-        }
+        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}}
         ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=threads)(run_one)
@@ -227,9 +225,7 @@ def sweep(
 
         bar = tqdm(total=len(todo), desc="sweep", unit="run", file=sys.stderr, disable=not progress)
         results = (
-            _local(todo, workers, threads, data_dir)
-            if backend == "local"
-            else _ray(todo, threads, data_dir, address)
+            _local(todo, workers, threads, data_dir) if backend == "local" else _ray(todo, threads, data_dir, address)
         )
         try:
             for record in results:

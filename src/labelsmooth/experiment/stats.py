@@ -183,10 +183,7 @@ def analyse(runs: list[dict]) -> Analysis:
             if label == "ce" or not ce:
                 continue
             seeds = sorted(set(ce) & set(groups[exp][label]))
-            diffs = [
-                100 * (groups[exp][label][s]["metrics"]["accuracy"] - ce[s]["metrics"]["accuracy"])
-                for s in seeds
-            ]
+            diffs = [100 * (groups[exp][label][s]["metrics"]["accuracy"] - ce[s]["metrics"]["accuracy"]) for s in seeds]
             p_t, p_w, note = paired_tests(diffs)
             mean = sum(diffs) / len(diffs) if diffs else math.nan
             comps.append(Comparison(name, label, len(seeds), mean, p_t, p_w, note=note))

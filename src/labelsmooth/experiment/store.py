@@ -132,9 +132,7 @@ class Store:
         row = dict(record)
         row.setdefault("finished", time.time())
         values = [
-            json.dumps(row.get(c), sort_keys=True)
-            if c in JSON_COLUMNS and row.get(c) is not None
-            else row.get(c)
+            json.dumps(row.get(c), sort_keys=True) if c in JSON_COLUMNS and row.get(c) is not None else row.get(c)
             for c in COLUMNS
         ]
         sql = (
@@ -170,8 +168,7 @@ class Store:
         def write():
             with self._transaction():
                 cur = self._db.execute(
-                    "INSERT INTO sweeps (command, backend, workers, runs, machine, started) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO sweeps (command, backend, workers, runs, machine, started) VALUES (?, ?, ?, ?, ?, ?)",
                     (command, backend, workers, runs, json.dumps(machine), time.time()),
                 )
             return cur.lastrowid

@@ -89,14 +89,10 @@ def train(
     return record
 
 
-def load_data(
-    name: str, data_dir: str | None, train_size: int | None, test_size: int | None
-) -> data_module.Dataset:
+def load_data(name: str, data_dir: str | None, train_size: int | None, test_size: int | None) -> data_module.Dataset:
     """:func:`labelsmooth.experiment.data.load`, remembering the last few data sets in this process."""
     env = (os.environ.get("LABELSMOOTH_DATA"), os.environ.get("XDG_CACHE_HOME"))
-    return _cached_load(
-        name, None if data_dir is None else os.path.abspath(data_dir), train_size, test_size, env
-    )
+    return _cached_load(name, None if data_dir is None else os.path.abspath(data_dir), train_size, test_size, env)
 
 
 @functools.lru_cache(maxsize=2)
@@ -120,9 +116,7 @@ def make_loss(config: RunConfig, num_classes: int) -> Callable[[Tensor, Tensor],
 def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
 
 
@@ -144,9 +138,7 @@ def augment(x: Tensor, padding: int, flip: bool, generator: torch.Generator) -> 
         dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
         rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
         cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
-        x = padded[
-            torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols
-        ]
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
     if flip:
         mask = torch.rand(n, generator=generator) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
