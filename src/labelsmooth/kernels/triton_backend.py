@@ -43,9 +43,10 @@ from labelsmooth.targets import IndexTargetCoefficients
 triton = None
 tl = None
 
-# Widest tile of classes one program holds at a time. Not tuned: no GPU has measured it yet
-# (docs/performance.md); 4096 float32 values are 16 KiB of registers spread over the program's warps.
-MAX_BLOCK = 4096
+# Widest tile of classes one program holds at a time, and the warps per program for a tile width
+# (benchmarks/triton_tune.py measures the choices on a GPU; docs/performance.md has the numbers).
+MAX_BLOCK = 2048
+NUM_WARPS: dict[int, int] = {}
 
 
 def is_available() -> bool:
@@ -91,17 +92,18 @@ def _imported_interpreting() -> bool:
     return isinstance(tl.zeros, InterpretedFunction)
 
 
-def _row_stats(
-    logits_ptr, stride_row, target_ptr, a_ptr, b_ptr, m_ptr, v_ptr, lse_ptr, loss_ptr, K,
+def _loss_and_grad_rows(
+    logits_ptr, stride_row, grad_ptr, stride_grad, target_ptr, a_ptr, b_ptr, m_ptr, v_ptr, scale_ptr, loss_ptr, K,
     BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    """Pass 1, one program per row: lse_i and ℓ_i = m_i·lse_i − a_i·z_{i,y_i} − b_i·(z_i·v)."""
+    """One program per row: sweep 1 gives lse_i and ℓ_i, sweep 2 writes g_i (the row is then in L2)."""
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * stride_row
     a = tl.load(a_ptr + row).to(ACC)
     b = tl.load(b_ptr + row).to(ACC)
     m = tl.load(m_ptr + row).to(ACC)
-    z_y = tl.load(base + tl.load(target_ptr + row)).to(ACC)
+    y = tl.load(target_ptr + row)
+    z_y = tl.load(base + y).to(ACC)
     run_max = tl.full((), float("-inf"), ACC)
     run_sum = tl.zeros((), ACC)
     dot = tl.zeros((BLOCK,), ACC)  # lane-wise partial sums of z·v, reduced once at the end
@@ -122,39 +124,27 @@ def _row_stats(
     loss = tl.where(m != 0.0, m * lse, 0.0)
     loss -= tl.where(a != 0.0, a * z_y, 0.0)
     loss -= tl.where(b != 0.0, b * tl.sum(dot, axis=0), 0.0)
-    tl.store(lse_ptr + row, lse)
     tl.store(loss_ptr + row, loss)
-
-
-def _write_grad(
-    logits_ptr, stride_row, grad_ptr, stride_grad, target_ptr, a_ptr, b_ptr, m_ptr, v_ptr, lse_ptr, scale_ptr, K,
-    BLOCK: tl.constexpr, ACC: tl.constexpr,
-):  # fmt: skip
-    """Pass 2, one program per (row, tile): g = s_i·(m_i·exp(z − lse_i) − a_i·[k = y_i] − b_i·v_k)."""
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < K
-    z = tl.load(logits_ptr + row * stride_row + cols, mask=mask, other=0.0).to(ACC)
-    v = tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)
-    a = tl.load(a_ptr + row).to(ACC)
-    b = tl.load(b_ptr + row).to(ACC)
-    m = tl.load(m_ptr + row).to(ACC)
-    lse = tl.load(lse_ptr + row).to(ACC)
     scale = tl.load(scale_ptr + row).to(ACC)
-    y = tl.load(target_ptr + row)
-    g = tl.where(m != 0.0, m * tl.exp(z - lse), 0.0) - b * v - tl.where(cols == y, a, 0.0)
-    tl.store(grad_ptr + row * stride_grad + cols, (scale * g).to(grad_ptr.dtype.element_ty), mask=mask)
+    grad_base = grad_ptr + row * stride_grad
+    for start in range(0, K, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < K
+        z = tl.load(base + cols, mask=mask, other=0.0).to(ACC)
+        v = tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)
+        g = tl.where(m != 0.0, m * tl.exp(z - lse), 0.0) - b * v - tl.where(cols == y, a, 0.0)
+        tl.store(grad_base + cols, (scale * g).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 @functools.cache
 def _compiled(interpret: bool):
-    """The two kernels, jitted for one mode. ``triton.jit`` picks interpreter or compiler when it runs."""
-    del interpret  # the cache key: the mode in force when the kernels were jitted
-    return triton.jit(_row_stats), triton.jit(_write_grad)
+    """The kernel, jitted for one mode. ``triton.jit`` picks interpreter or compiler when it runs."""
+    del interpret  # the cache key: the mode in force when the kernel was jitted
+    return triton.jit(_loss_and_grad_rows)
 
 
 def _num_warps(block: int) -> int:
-    return 4 if block <= 1024 else 8 if block <= 4096 else 16
+    return NUM_WARPS.get(block, 4 if block <= 2048 else 8 if block <= 4096 else 16)
 
 
 def check_block_size(block_size: object) -> int:
@@ -253,17 +243,12 @@ def loss_and_grad(
     target = coefs.safe_target.to(device).contiguous()
     scale = grad_scale.to(device).contiguous()
     row_loss = torch.empty(M, dtype=acc_dtype, device=device)
-    lse = torch.empty(M, dtype=acc_dtype, device=device)
     grad = logits if inplace else torch.empty_like(logits, memory_format=torch.contiguous_format)
     if M == 0 or K == 0:
         return row_loss.zero_(), grad
-    row_stats, write_grad = _compiled(interpret)
-    warps = _num_warps(block)
-    row_stats[(M,)](
-        logits, logits.stride(0), target, a, b, m, v, lse, row_loss, K, BLOCK=block, ACC=acc, num_warps=warps
-    )
-    write_grad[(M, triton.cdiv(K, block))](
-        logits, logits.stride(0), grad, grad.stride(0), target, a, b, m, v, lse, scale, K,
-        BLOCK=block, ACC=acc, num_warps=warps,
+    kernel = _compiled(interpret)
+    kernel[(M,)](
+        logits, logits.stride(0), grad, grad.stride(0), target, a, b, m, v, scale, row_loss, K,
+        BLOCK=block, ACC=acc, num_warps=_num_warps(block),
     )  # fmt: skip
     return row_loss, grad
