@@ -62,9 +62,8 @@ def main(argv=None) -> int:
         liger_ms = None
         if liger is not None:
 
-            def liger_step():
-                zz = z0.detach().requires_grad_(True)
-                liger(zz, y).backward()
+            def liger_step(z0=z0, y=y):
+                liger(z0.detach().requires_grad_(True), y).backward()
 
             liger_ms = time_ms(liger_step, args.reps)
             lines.append(f"| {V:,} | Liger | – | {liger_ms:.3f} | 1.00 |")
@@ -76,7 +75,12 @@ def main(argv=None) -> int:
             for warps in WARPS:
                 triton_backend.NUM_WARPS[block] = warps
                 try:
-                    ms = time_ms(lambda: triton_backend.loss_and_grad(z, c, scale, inplace=True, block_size=block), args.reps)
+                    ms = time_ms(
+                        lambda z=z, c=c, s=scale, b=block: triton_backend.loss_and_grad(
+                            z, c, s, inplace=True, block_size=b
+                        ),
+                        args.reps,
+                    )
                 except Exception as e:
                     lines.append(f"| {V:,} | {block} | {warps} | {type(e).__name__} | |")
                     continue
