@@ -95,8 +95,9 @@ def check_target(input: Tensor, target: Tensor, ignore_index: int) -> bool:
             f"(the input's shape without the class dimension), but got {tuple(target.shape)}"
         )
     if target.numel():
-        bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-        if bool(bad.any()):
+        low, high = torch.stack(torch.aminmax(torch.where(target == ignore_index, 0, target))).tolist()  # one sync
+        if low < 0 or high >= num_classes:
+            bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
             value = int(target[bad].flatten()[0])
             raise ValueError(
                 f"Expected argument `target` to hold class indices in [0, {num_classes}) or "

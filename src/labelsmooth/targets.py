@@ -68,6 +68,8 @@ class IndexTargetCoefficients:
         prior_weighted: (K,) v = w ⊙ π.
         row_weight: (M,) w_{y_i}; 0 on ignored rows. Its sum divides the loss for reduction="mean".
         safe_target: (M,) the target with ignored rows replaced by class 0, safe for gather.
+        smoothing: False when every b_i is 0 because ε = 0 (known on the host: no device sync to ask).
+        constant_prior: v's common value when it is constant (no weights, uniform prior: 1/K), else None.
     """
 
     true_coef: Tensor
@@ -75,10 +77,14 @@ class IndexTargetCoefficients:
     prior_weighted: Tensor
     row_weight: Tensor
     safe_target: Tensor
+    smoothing: bool = True
+    constant_prior: float | None = None
 
     @property
     def row_mass(self) -> Tensor:
         """(M,) m_i = Σ_k w_k q_ik = a_i + b_i·Σ_k v_k: the weight of the log-sum-exp in row i."""
+        if self.constant_prior is not None:
+            return self.true_coef + self.prior_coef * (self.constant_prior * self.prior_weighted.shape[0])
         return self.true_coef + self.prior_coef * self.prior_weighted.sum()
 
 
@@ -93,10 +99,26 @@ def index_target_coefficients(
     ignore_index: int = -100,
     dtype: torch.dtype = torch.float32,
 ) -> IndexTargetCoefficients:
-    """Coefficients for flattened class-index targets of shape (M,). Arguments must be validated already."""
+    """Coefficients for flattened class-index targets of shape (M,). Arguments must be validated already.
+
+    Without weights and prior (the common case) s is one number, known on the host, and the coefficients
+    take a handful of tensor operations; otherwise s and w are gathered per row.
+    """
     device = target.device
     keep = target != ignore_index
-    safe_target = torch.where(keep, target, torch.zeros_like(target))
+    safe_target = torch.where(keep, target, 0)
+    if weight is None and prior is None:
+        s = label_smoothing if convention == "uniform" else label_smoothing / (1.0 - 1.0 / num_classes)
+        row_weight = keep.to(dtype)
+        return IndexTargetCoefficients(
+            true_coef=row_weight * (1.0 - s),
+            prior_coef=row_weight * s,
+            prior_weighted=torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device),
+            row_weight=row_weight,
+            safe_target=safe_target,
+            smoothing=label_smoothing > 0,
+            constant_prior=1.0 / num_classes,
+        )
     prior_vec = prior_vector(prior, num_classes, dtype=dtype, device=device)
     w = torch.ones(num_classes, dtype=dtype, device=device) if weight is None else weight.to(dtype=dtype, device=device)
     s = class_smoothing(label_smoothing, convention, prior_vec)[safe_target]
@@ -107,6 +129,7 @@ def index_target_coefficients(
         prior_weighted=w * prior_vec,
         row_weight=row_weight,
         safe_target=safe_target,
+        smoothing=label_smoothing > 0,
     )
 
 

@@ -36,13 +36,6 @@ def default_chunk_size(num_rows: int, num_classes: int) -> int:
     return max(1, min(num_rows, CHUNK_ELEMENTS // max(num_classes, 1)))
 
 
-def _constant(v: Tensor) -> float | None:
-    """v's common value when all its entries are equal (the uniform prior without weights), else None."""
-    if v.numel() and bool((v == v[0]).all()):
-        return float(v[0])
-    return None
-
-
 def loss_and_grad(
     logits: Tensor,
     coefs: IndexTargetCoefficients,
@@ -59,8 +52,8 @@ def loss_and_grad(
     row_loss = torch.empty(M, dtype=cdtype, device=logits.device)
     chunk = chunk_size or default_chunk_size(M, K)
     v = coefs.prior_weighted.to(cdtype)
-    smooth = bool((coefs.prior_coef != 0).any())
-    v_const = _constant(v) if smooth else None
+    smooth = coefs.smoothing  # host-side facts: no device sync
+    v_const = coefs.constant_prior if smooth else None
     m_all = coefs.row_mass.to(cdtype)
     for start in range(0, M, chunk):
         stop = min(start + chunk, M)
