@@ -174,3 +174,20 @@ def test_backend_choice():
         select_backend("triton", z)  # CPU tensor without TRITON_INTERPRET=1 (or no Triton backend)
     with pytest.raises(ValueError, match="`backend`"):
         fused_cross_entropy(z, torch.tensor([0, 1]), backend="cuda")
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("bad", [-1, K, 10 * K])
+def test_out_of_range_targets_raise_the_reference_error_after_the_kernel(inplace, bad):
+    # the kernel runs on clamped targets (never out of bounds); the check follows it with the same message
+    z, y, _, _ = _case(10)
+    y = y.clone()
+    y[4] = bad
+    with pytest.raises(ValueError) as ref:
+        labelsmooth.cross_entropy(z, y)
+    zz = z.detach().clone().requires_grad_(True) * 1.0
+    with pytest.raises(ValueError) as ours:
+        fused_cross_entropy(zz, y, inplace=inplace)
+    assert str(ours.value) == str(ref.value) and f"but got {bad}" in str(ours.value)
+    with torch.no_grad(), pytest.raises(ValueError, match=f"but got {bad}"):
+        fused_cross_entropy(z, y)

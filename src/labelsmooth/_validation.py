@@ -68,15 +68,15 @@ def class_dim(input: Tensor) -> int:
     return 0 if input.dim() == 1 else 1
 
 
-def check_target(input: Tensor, target: Tensor, ignore_index: int) -> bool:
+def check_target(input: Tensor, target: Tensor, ignore_index: int, *, check_range: bool = True) -> bool:
     """Validate `target` against `input`; returns True for class-probability targets.
 
     Class indices: integer dtype, shape = input's shape without the class dimension, values in [0, C) or
-    equal to ignore_index. Probabilities: floating dtype, the input's shape.
+    equal to ignore_index (the values only with ``check_range``; see :func:`check_target_range`).
+    Probabilities: floating dtype, the input's shape.
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"Expected argument `target` to be a torch.Tensor, but got {type(target).__name__}")
-    num_classes = input.shape[class_dim(input)]
     if target.is_floating_point():
         if target.shape != input.shape:
             raise ValueError(
@@ -94,16 +94,27 @@ def check_target(input: Tensor, target: Tensor, ignore_index: int) -> bool:
             f"Expected argument `target` to have shape {tuple(expected)} for input of shape {tuple(input.shape)} "
             f"(the input's shape without the class dimension), but got {tuple(target.shape)}"
         )
-    if target.numel():
-        low, high = torch.stack(torch.aminmax(torch.where(target == ignore_index, 0, target))).tolist()  # one sync
-        if low < 0 or high >= num_classes:
-            bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-            value = int(target[bad].flatten()[0])
-            raise ValueError(
-                f"Expected argument `target` to hold class indices in [0, {num_classes}) or "
-                f"ignore_index={ignore_index}, but got {value}"
-            )
+    if check_range:
+        check_target_range(target, input.shape[class_dim(input)], ignore_index)
     return False
+
+
+def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Class indices in [0, C) or equal to ignore_index: one reduction and one host sync.
+
+    The fused losses call it after their kernels are queued, so that on a GPU the sync overlaps the work
+    instead of stalling the queue before it (the kernels read clamped targets, never out of bounds).
+    """
+    if not target.numel():
+        return
+    low, high = torch.stack(torch.aminmax(torch.where(target == ignore_index, 0, target))).tolist()
+    if low < 0 or high >= num_classes:
+        bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+        value = int(target[bad].flatten()[0])
+        raise ValueError(
+            f"Expected argument `target` to hold class indices in [0, {num_classes}) or "
+            f"ignore_index={ignore_index}, but got {value}"
+        )
 
 
 def check_weight(weight: Tensor | None, num_classes: int, name: str = "weight") -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from labelsmooth import _validation as V
 from labelsmooth.kernels import select_backend, torch_backend
 from labelsmooth.losses import check_cross_entropy_args, compute_dtype
 from labelsmooth.targets import index_target_coefficients, prior_vector, smooth_probabilities
@@ -96,6 +97,10 @@ def fused_cross_entropy(
     computed and nothing is overwritten. ``loss.backward()`` hands the buffer over (no copy; a second
     backward through the same graph raises); other upstream gradients get a scaled copy.
 
+    Target values outside [0, C) (other than ``ignore_index``) raise ValueError, as in the reference, but
+    only once the kernel is queued (the kernel reads clamped targets), so that on a GPU the one host sync
+    of that check overlaps the kernel; with ``inplace=True`` the logits are already overwritten then.
+
     Chunks hold about ``2**24`` logits by default (64 MiB of float32; chunk size barely changes memory,
     and fewer chunks mean fewer thread barriers: :mod:`labelsmooth.kernels.torch_backend`). float16/bfloat16 are computed in
     float32 (chunk by chunk). Class-probability targets are supported chunk by chunk but need their own
@@ -123,7 +128,9 @@ def fused_cross_entropy(
         >>> loss.backward(); torch.allclose(z.grad, torch.autograd.grad(ref, z)[0])
         True
     """
-    args = check_cross_entropy_args(input, target, weight, ignore_index, reduction, label_smoothing, convention, prior)
+    args = check_cross_entropy_args(
+        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior, check_range=False
+    )  # the target values are checked once the kernel is queued (below)
     if not isinstance(inplace, bool):
         raise TypeError(f"Expected argument `inplace` to be a bool, but got {type(inplace).__name__}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
@@ -164,6 +171,8 @@ def fused_cross_entropy(
             row, grad = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=inplace, chunk_size=chunk_size)
         else:
             row, grad = kernel.loss_and_grad(z, c, grad_scale, inplace=inplace, chunk_size=chunk_size)
+        if not args.soft:
+            V.check_target_range(args.target, K, ignore_index)
         if args.reduction == "none":
             loss = row.reshape(args.out_shape)
         elif args.reduction == "sum":

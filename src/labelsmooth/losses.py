@@ -39,8 +39,13 @@ def check_cross_entropy_args(
     label_smoothing: float,
     convention: str,
     prior: Tensor | None,
+    *,
+    check_range: bool = True,
 ) -> CrossEntropyArgs:
-    """Validate every argument of :func:`cross_entropy` and flatten the logits to (M, K)."""
+    """Validate every argument of :func:`cross_entropy` and flatten the logits to (M, K).
+
+    ``check_range=False`` leaves the class-index values to the caller (:func:`_validation.check_target_range`).
+    """
     V.check_logits(input)
     eps = V.check_probability("label_smoothing", label_smoothing)
     reduction = V.check_reduction(reduction)
@@ -50,7 +55,7 @@ def check_cross_entropy_args(
     K = input.shape[cdim]
     if K < 1:
         raise ValueError(f"Expected argument `input` to have at least one class, but got shape {tuple(input.shape)}")
-    soft = V.check_target(input, target, ignore_index)
+    soft = V.check_target(input, target, ignore_index, check_range=check_range)
     V.check_weight(weight, K)
     V.check_prior(prior, K, convention)
     logits = input.movedim(cdim, -1).reshape(-1, K)

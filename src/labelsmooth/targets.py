@@ -67,7 +67,7 @@ class IndexTargetCoefficients:
         prior_coef: (M,) b_i = s_{y_i}; 0 on ignored rows.
         prior_weighted: (K,) v = w ⊙ π.
         row_weight: (M,) w_{y_i}; 0 on ignored rows. Its sum divides the loss for reduction="mean".
-        safe_target: (M,) the target with ignored rows replaced by class 0, safe for gather.
+        safe_target: (M,) the target with ignored rows replaced by class 0 (and clamped to [0, K)), safe for gather.
         smoothing: False when every b_i is 0 because ε = 0 (known on the host: no device sync to ask).
         constant_prior: v's common value when it is constant (no weights, uniform prior: 1/K), else None.
     """
@@ -106,7 +106,7 @@ def index_target_coefficients(
     """
     device = target.device
     keep = target != ignore_index
-    safe_target = torch.where(keep, target, 0)
+    safe_target = torch.where(keep, target, 0).clamp_(0, num_classes - 1)  # in bounds even before validation
     if weight is None and prior is None:
         s = label_smoothing if convention == "uniform" else label_smoothing / (1.0 - 1.0 / num_classes)
         row_weight = keep.to(dtype)
