@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from _harness_runs import TINY_ARGS, cli
 
 from labelsmooth.cli import main
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-TINY = [
-    "--dataset",
-    "digits",
-    "--epochs",
-    "1",
-    "--train-size",
-    "200",
-    "--test-size",
-    "100",
-    "--no-progress",
-    "--threads",
-    "1",
-]
+TINY = ["--dataset", "digits", *TINY_ARGS, "--no-progress", "--threads", "1"]
 
 
 def test_train_writes_json_and_prints_a_summary(tmp_path, capsys):
@@ -63,11 +48,9 @@ def test_bad_arguments_are_one_line(args, message, capsys):
 
 
 def test_missing_data_folder_in_a_subprocess_has_no_traceback(tmp_path):
-    env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path), "LABELSMOOTH_DATA": ""}
-    proc = subprocess.run(
-        [sys.executable, "-m", "labelsmooth", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    args = ("train", "--dataset", "cifar10", "--data-dir", str(tmp_path))
+    cmd, env = cli(*args, XDG_CACHE_HOME=str(tmp_path), LABELSMOOTH_DATA="")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "No cifar10 batches" in proc.stderr

@@ -1,21 +1,18 @@
 """The Ray backend on a local Ray instance this test starts (loopback, 2 CPUs, no dashboard)."""
 
-from pathlib import Path
-
 import pytest
+from _harness_runs import SRC, TINY
 
 from labelsmooth.experiment.config import RunConfig
 from labelsmooth.experiment.runner import run_one, sweep
 from labelsmooth.experiment.store import Store
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-
 
 @pytest.mark.slow
 def test_ray_backend_writes_the_same_runs_and_metrics_as_local(tmp_path):
     ray = pytest.importorskip("ray")
-    grid = [RunConfig("digits", "mlp", seed=s, epochs=1, train_size=200, test_size=100) for s in range(2)]
-    grid.append(RunConfig("digits", "mlp", epochs=1, train_size=200, test_size=100, lr=1e12))  # diverges
+    grid = [RunConfig("digits", "mlp", seed=s, **TINY) for s in range(2)]
+    grid.append(RunConfig("digits", "mlp", lr=1e12, **TINY))  # diverges
     ray.init(
         num_cpus=2,
         include_dashboard=False,

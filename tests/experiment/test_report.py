@@ -5,14 +5,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _harness_runs import cli, stored_run
 
 from labelsmooth.experiment.report import write_report
-
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _runs():
@@ -22,47 +20,22 @@ def _runs():
     runs = []
     for setting in (None, 0.95, 0.9, 0.8):
         for seed in range(3):
-            cfg = {
-                "dataset": "digits",
-                "model": "mlp",
-                "loss": "ce" if setting is None else "ls",
-                "gamma": setting,
-                "smoothing": None,
-                "convention": "uniform",
-                "beta": None,
-                "epochs": 5,
-                "seed": seed,
-                "batch_size": 128,
-                "optimizer": "adamw",
-                "lr": None,
-                "weight_decay": 5e-4,
-                "schedule": "cosine",
-                "augment": False,
-                "train_size": None,
-                "test_size": None,
-                "momentum": 0.9,
-            }
             conf = [(i + 0.5) / 15 for i in range(15)]
             acc = [min(1.0, c + rng.uniform(-0.1, 0.1)) for c in conf]
             count = [0] * 5 + [rng.randint(1, 30) for _ in range(10)]
+            metrics = {
+                "accuracy": 0.95 + rng.uniform(-0.01, 0.01),
+                "nll": 0.2,
+                "ece": 0.03,
+                "logit_gap": 4.0 + rng.uniform(0, 1),
+            }
+            reliability = {
+                "count": count,
+                "accuracy": [a if n else None for a, n in zip(acc, count)],
+                "confidence": [c if n else None for c, n in zip(conf, count)],
+            }
             runs.append(
-                {
-                    "key": f"{setting}-{seed}",
-                    "status": "done",
-                    "config": cfg,
-                    "metrics": {
-                        "accuracy": 0.95 + rng.uniform(-0.01, 0.01),
-                        "nll": 0.2,
-                        "ece": 0.03,
-                        "logit_gap": 4.0 + rng.uniform(0, 1),
-                    },
-                    "reliability": {
-                        "count": count,
-                        "accuracy": [a if n else None for a, n in zip(acc, count)],
-                        "confidence": [c if n else None for c, n in zip(conf, count)],
-                    },
-                    "timings": {"total": 1.0},
-                }
+                stored_run("digits", seed, metrics, gamma=setting, reliability=reliability, timings={"total": 1.0})
             )
     return runs
 
@@ -98,22 +71,8 @@ def test_report_cli(tmp_path):
     with Store(tmp_path / "s.sqlite") as s:
         for r in _runs():
             s.put(r)
-    env = {**os.environ, "PYTHONPATH": SRC}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "labelsmooth",
-            "report",
-            "--store",
-            str(tmp_path / "s.sqlite"),
-            "--out",
-            str(tmp_path / "rep"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    cmd, env = cli("report", "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "rep"))
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("digits: ") and (tmp_path / "rep" / "report.html").exists()
 

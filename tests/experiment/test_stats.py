@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from _harness_runs import stored_run
 from scipy import stats
 
 from labelsmooth.experiment.stats import analyse, holm, mean_ci, paired_tests
@@ -43,32 +44,7 @@ def test_holm_by_hand():
 
 
 def _run(dataset, seed, acc, gamma=None, ece=0.05):
-    cfg = {
-        "dataset": dataset,
-        "model": "mlp",
-        "loss": "ce" if gamma is None else "ls",
-        "gamma": gamma,
-        "smoothing": None,
-        "convention": "uniform",
-        "beta": None,
-        "epochs": 5,
-        "seed": seed,
-        "batch_size": 128,
-        "optimizer": "adamw",
-        "lr": None,
-        "weight_decay": 5e-4,
-        "schedule": "cosine",
-        "augment": False,
-        "train_size": None,
-        "test_size": None,
-        "momentum": 0.9,
-    }
-    return {
-        "key": f"{dataset}{seed}{gamma}",
-        "status": "done",
-        "config": cfg,
-        "metrics": {"accuracy": acc, "nll": 0.3, "ece": ece, "logit_gap": 5.0},
-    }
+    return stored_run(dataset, seed, {"accuracy": acc, "nll": 0.3, "ece": ece, "logit_gap": 5.0}, gamma=gamma)
 
 
 def test_analyse_pairs_by_seed_applies_holm_and_writes_verdicts():

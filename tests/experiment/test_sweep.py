@@ -4,55 +4,26 @@ uninterrupted sweep; concurrent sweeps share a store; failures are recorded and 
 Tiny runs (digits, 200 training examples, 1 epoch) keep this fast.
 """
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from _harness_runs import TINY, TINY_ARGS, cli
 
 from labelsmooth.experiment.config import RunConfig
 from labelsmooth.experiment.runner import run_one, sweep
 from labelsmooth.experiment.store import Store
-
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-TINY = {"epochs": 1, "train_size": 200, "test_size": 100}
 
 
 def tiny(seed=0, **kw):
     return RunConfig("digits", "mlp", seed=seed, **{**TINY, **kw})
 
 
-def _cli(*args):
-    env = {**os.environ, "PYTHONPATH": SRC}
-    return [sys.executable, "-m", "labelsmooth", *args], env
-
-
 def _sweep_args(store, seeds, *extra):
-    return (
-        "sweep",
-        "--datasets",
-        "digits",
-        "--models",
-        "mlp",
-        "--gammas",
-        "0.9",
-        "--seeds",
-        str(seeds),
-        "--epochs",
-        "1",
-        "--train-size",
-        "200",
-        "--test-size",
-        "100",
-        "--store",
-        str(store),
-        "--no-progress",
-        *extra,
-    )
+    fixed = "sweep --datasets digits --models mlp --gammas 0.9 --no-progress".split()
+    return (*fixed, "--seeds", str(seeds), *TINY_ARGS, "--store", str(store), *extra)
 
 
 def _table(path):
@@ -101,7 +72,7 @@ def test_same_config_same_metrics_in_process_and_in_a_worker_pool(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_equals_an_uninterrupted_sweep(tmp_path):
     killed, clean = tmp_path / "killed.sqlite", tmp_path / "clean.sqlite"
-    cmd, env = _cli(*_sweep_args(killed, 4, "--workers", "1"))
+    cmd, env = cli(*_sweep_args(killed, 4, "--workers", "1"))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once some, but not all, runs are stored
@@ -118,7 +89,7 @@ def test_sigkill_mid_sweep_then_resume_equals_an_uninterrupted_sweep(tmp_path):
     stored = _table(killed)
     assert 2 <= len(stored) < 8, "the kill should land mid-sweep"
     for args in (_sweep_args(killed, 4, "--workers", "1"), _sweep_args(clean, 4, "--workers", "1")):
-        cmd, env = _cli(*args)
+        cmd, env = cli(*args)
         subprocess.run(cmd, env=env, check=True, capture_output=True)
     resumed = _table(killed)
     assert resumed == _table(clean) and len(resumed) == 8
@@ -134,7 +105,7 @@ def test_two_sweeps_write_one_store_at_once(tmp_path):
     # overlapping grids: seeds 0-2 and 0-3 (seeds 0-2 may run in both; the key keeps one row each)
     procs = []
     for seeds in (3, 4):
-        cmd, env = _cli(*_sweep_args(store, seeds, "--workers", "1"))
+        cmd, env = cli(*_sweep_args(store, seeds, "--workers", "1"))
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -146,7 +117,7 @@ def test_two_sweeps_write_one_store_at_once(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    cmd, env = _cli("sweep", "--store", str(tmp_path / "s.sqlite"))
+    cmd, env = cli("sweep", "--store", str(tmp_path / "s.sqlite"))
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--datasets" in r.stderr
 
@@ -157,12 +128,12 @@ def test_cli_sweep_from_toml_then_export_csv(tmp_path):
         "train_size = 200\ntest_size = 100\n"
     )
     store = tmp_path / "s.sqlite"
-    cmd, env = _cli("sweep", "--config", str(tmp_path / "grid.toml"), "--store", str(store), "--workers", "1")
+    cmd, env = cli("sweep", "--config", str(tmp_path / "grid.toml"), "--store", str(store), "--workers", "1")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"2 runs in the grid: 0 already in {store}, 2 done, 0 failed"
     assert "sweep: 100%" in r.stderr  # the progress bar
-    cmd, env = _cli("export", "--store", str(store), "--csv", str(tmp_path / "out.csv"))
+    cmd, env = cli("export", "--store", str(store), "--csv", str(tmp_path / "out.csv"))
     assert subprocess.run(cmd, env=env, capture_output=True, text=True).returncode == 0
     import csv
 

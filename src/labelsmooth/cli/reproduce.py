@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from labelsmooth.cli.sweep import add_run_options, run_grid
+
 _DESCRIPTION = """\
 The main job. Without arguments: a quick suite (digits, mnist1d and a 10,000/2,000 Fashion-MNIST subset;
 3 seeds; cross-entropy, γ = 0.95, 0.9, 0.8 and the confidence penalty β = 0.5) into
@@ -20,26 +22,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=_DESCRIPTION,
     )
     p.add_argument("--full", action="store_true", help="the full protocol instead of the quick suite")
-    p.add_argument("--store", help="SQLite store (default: labelsmooth-runs/{quick,full}.sqlite)")
     p.add_argument("--out", help="report folder (default: labelsmooth-report/{quick,full})")
-    p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute")
-    p.add_argument("--address", help="Ray cluster address (with --backend ray)")
-    p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
-    p.add_argument("--data-dir", help="extra folder to look for data sets in")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(p, store_help="SQLite store (default: labelsmooth-runs/{quick,full}.sqlite)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
     import sys
     import time
 
     from labelsmooth.experiment.grid import build_grid
     from labelsmooth.experiment.report import write_report
     from labelsmooth.experiment.reproduce import DEFAULT_OUT, DEFAULT_STORE, protocol
-    from labelsmooth.experiment.runner import sweep
     from labelsmooth.experiment.store import Store
 
     kind = "full" if args.full else "quick"
@@ -48,17 +42,7 @@ def run(args: argparse.Namespace) -> int:
     grid = build_grid(protocol(args.full))
     print(f"labelsmooth reproduce ({kind}): {len(grid)} runs into {store_path}", file=sys.stderr)
     start = time.perf_counter()
-    counts = sweep(
-        grid,
-        store_path,
-        workers=args.workers,
-        backend=args.backend,
-        address=args.address,
-        retry_failed=args.retry_failed,
-        data_dir=args.data_dir,
-        progress=not args.no_progress,
-        command="labelsmooth " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None,
-    )
+    counts = run_grid(grid, store_path, args)
     wall = time.perf_counter() - start
     keys = {c.key() for c in grid}
     with Store(store_path) as store:

@@ -35,36 +35,51 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate (default: the optimiser's)")
     p.add_argument("--train-size", type=int, help="use the first N training examples (default: all)")
     p.add_argument("--test-size", type=int, help="use the first N test examples (default: all)")
-    p.add_argument("--store", required=True, help="SQLite file to write (created if missing)")
+    add_run_options(p, store_help="SQLite file to write (created if missing)", store_required=True)
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser, *, store_help: str, store_required: bool = False) -> None:
+    """The options of every command that runs a grid into a store (``sweep``, ``reproduce``); see :func:`run_grid`."""
+    p.add_argument("--store", required=store_required, help=store_help)
     p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute (default: local)")
     p.add_argument("--address", help="Ray cluster address (with --backend ray; default: a local instance)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--data-dir", help="extra folder to look for data sets in")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+
+
+def run_grid(grid: list, store_path: str, args: argparse.Namespace) -> dict[str, int]:
+    """Run ``grid`` into ``store_path`` with the options of :func:`add_run_options`; returns the sweep's counts."""
+    import shlex
+    import sys
+
+    from labelsmooth.cli import CLIError
+    from labelsmooth.experiment.runner import sweep
+
+    if args.address and args.backend != "ray":
+        raise CLIError("--address needs --backend ray")
+    return sweep(
+        grid,
+        store_path,
+        workers=args.workers,
+        backend=args.backend,
+        address=args.address,
+        retry_failed=args.retry_failed,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+        command="labelsmooth " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [args.command] else None,
+    )
 
 
 def spec_from_args(args: argparse.Namespace) -> dict:
     from labelsmooth.cli import CLIError
-    from labelsmooth.experiment.grid import read_toml
+    from labelsmooth.experiment.grid import SPEC_KEYS, read_toml
 
     spec = read_toml(args.config) if args.config else {}
-    for name in (
-        "datasets",
-        "models",
-        "gammas",
-        "smoothings",
-        "convention",
-        "betas",
-        "seeds",
-        "epochs",
-        "batch_size",
-        "lr",
-        "train_size",
-        "test_size",
-    ):
-        value = getattr(args, name)
+    for name in sorted(SPEC_KEYS):  # the grid keys that are also options; options override the file
+        value = getattr(args, name, None)
         if value is not None:
             spec[name] = value
     if not spec.get("datasets"):
@@ -74,27 +89,9 @@ def spec_from_args(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-
-    from labelsmooth.cli import CLIError
     from labelsmooth.experiment.grid import build_grid
-    from labelsmooth.experiment.runner import sweep
 
-    if args.address and args.backend != "ray":
-        raise CLIError("--address needs --backend ray")
-    grid = build_grid(spec_from_args(args))
-    counts = sweep(
-        grid,
-        args.store,
-        workers=args.workers,
-        backend=args.backend,
-        address=args.address,
-        retry_failed=args.retry_failed,
-        data_dir=args.data_dir,
-        progress=not args.no_progress,
-        command="labelsmooth " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["sweep"] else None,
-    )
+    counts = run_grid(build_grid(spec_from_args(args)), args.store, args)
     print(
         f"{counts['total']} runs in the grid: {counts['skipped']} already in {args.store}, "
         f"{counts['done']} done, {counts['failed']} failed"

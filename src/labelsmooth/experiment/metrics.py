@@ -18,6 +18,9 @@ With logits :math:`z_i \in \mathbb{R}^K`, :math:`p_i = \mathrm{softmax}(z_i)`, p
   predicted class's logit minus the mean of the others'. At the minimiser of label smoothing every other
   logit is equal, so this is exactly :func:`labelsmooth.optimal_logit_gap` there.
 
+For reliability diagrams, :func:`reliability_bins` gives the per-bin counts, accuracies and confidences of
+the same 15 equal-width bins (``train()`` stores them next to the metrics, as ``reliability``).
+
 Everything is computed in float64.
 """
 
@@ -66,6 +69,37 @@ def evaluate(logits: Tensor, target: Tensor, n_bins: int = N_BINS) -> dict[str, 
         "brier": brier_score(p, y),
         "confidence": float(p.max(dim=1).values.mean()),
         "logit_gap": logit_gap(z),
+    }
+
+
+def reliability_bins(logits: Tensor, target: Tensor, n_bins: int = N_BINS) -> dict[str, list]:
+    r"""Equal-width confidence bins on (0, 1] for a reliability diagram (Guo et al. 2017, §2).
+
+    With :math:`c_i = \max_k \mathrm{softmax}(z_i)_k`, bin :math:`m` holds the :math:`c_i \in ((m-1)/M, m/M]`;
+    for each bin: ``count`` :math:`|B_m|`, ``accuracy`` acc(B_m) and ``confidence`` conf(B_m) (None if empty).
+    ECE = Σ_m |B_m|/n · |acc − conf|.
+
+    Args:
+        logits: (n, K) tensor. target: (n,) class indices.
+
+    Example:
+        >>> z = torch.tensor([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])  # confidences 1/3 (wrong) and 0.909 (right)
+        >>> b = reliability_bins(z, torch.tensor([1, 0]), n_bins=2)
+        >>> b["count"], b["accuracy"], [round(c, 3) for c in b["confidence"]]
+        ([1, 1], [0.0, 1.0], [0.333, 0.909])
+    """
+    p = torch.softmax(logits.detach().double(), dim=1)
+    conf, pred = p.max(dim=1)
+    correct = (pred == target).double()
+    idx = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    count = torch.bincount(idx, minlength=n_bins)
+    acc = torch.bincount(idx, weights=correct, minlength=n_bins)
+    cf = torch.bincount(idx, weights=conf, minlength=n_bins)
+    c = count.tolist()
+    return {
+        "count": c,
+        "accuracy": [float(a / n) if n else None for a, n in zip(acc.tolist(), c)],
+        "confidence": [float(f / n) if n else None for f, n in zip(cf.tolist(), c)],
     }
 
 

@@ -16,6 +16,23 @@ def _plt():
     return plt
 
 
+def _gamma_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, title, grid and legend of a plot against γ, with γ decreasing to the right (more smoothing)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, path: str) -> None:
+    """Lay out, write the PNG and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+
+
 def _gamma_series(summary: dict, settings: dict, metric: str):
     pts = sorted(
         (s["gamma"], *summary[label][metric][:2]) for label, s in settings.items() if s.get("gamma") is not None
@@ -39,15 +56,9 @@ def metric_vs_gamma(name: str, summary: dict, settings: dict, metric: str, path:
         cm, ch = cm * scale, (0.0 if math.isnan(ch) else ch * scale)
         ax.axhline(cm, color=CE_COLOR, ls="--", label="cross-entropy")
         ax.axhspan(cm - ch, cm + ch, color=CE_COLOR, alpha=0.1)
-    ax.set_xlabel("γ (probability on the true class)")
-    ax.set_ylabel({"accuracy": "test accuracy (%)", "ece": "ECE (%)", "nll": "test NLL"}.get(metric, metric))
-    ax.set_title(f"{name}: {metric} vs γ (mean, 95% CI)", fontsize=10)
-    ax.invert_xaxis()
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ylabel = {"accuracy": "test accuracy (%)", "ece": "ECE (%)", "nll": "test NLL"}.get(metric, metric)
+    _gamma_axes(ax, "γ (probability on the true class)", ylabel, f"{name}: {metric} vs γ (mean, 95% CI)")
+    _save(fig, path)
     return True
 
 
@@ -100,9 +111,7 @@ def reliability(name: str, panels: list[tuple[str, dict]], path: str) -> bool:
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{name}: reliability (all seeds pooled)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -133,13 +142,6 @@ def logit_gap(name: str, points: list[tuple[float, float, float]], K: int, path:
         ls="--",
         label="optimal: log(γ(K−1)/(1−γ))",
     )
-    ax.set_xlabel("γ")
-    ax.set_ylabel("logit gap z_pred − mean(others)")
-    ax.set_title(f"{name}: logit gap vs theory (K = {K})", fontsize=10)
-    ax.invert_xaxis()
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _gamma_axes(ax, "γ", "logit gap z_pred − mean(others)", f"{name}: logit gap vs theory (K = {K})")
+    _save(fig, path)
     return True

@@ -22,64 +22,6 @@ from collections.abc import Callable, Iterator
 from labelsmooth.experiment.config import RunConfig
 from labelsmooth.experiment.store import Store
 
-N_BINS = 15
-
-
-def reliability_bins(logits, target, n_bins: int = N_BINS) -> dict[str, list]:
-    r"""Equal-width confidence bins on (0, 1] for a reliability diagram (Guo et al. 2017, §2).
-
-    With :math:`c_i = \max_k \mathrm{softmax}(z_i)_k`, bin :math:`m` holds the :math:`c_i \in ((m-1)/M, m/M]`;
-    for each bin: ``count`` :math:`|B_m|`, ``accuracy`` acc(B_m) and ``confidence`` conf(B_m) (None if empty).
-    ECE = Σ_m |B_m|/n · |acc − conf|.
-
-    Args:
-        logits: (n, K) tensor. target: (n,) class indices.
-
-    Example:
-        >>> import torch
-        >>> z = torch.tensor([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]])  # confidences 1/3 (wrong) and 0.909 (right)
-        >>> b = reliability_bins(z, torch.tensor([1, 0]), n_bins=2)
-        >>> b["count"], b["accuracy"], [round(c, 3) for c in b["confidence"]]
-        ([1, 1], [0.0, 1.0], [0.333, 0.909])
-    """
-    import torch
-
-    p = torch.softmax(logits.detach().double(), dim=1)
-    conf, pred = p.max(dim=1)
-    correct = (pred == target).double()
-    idx = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
-    count = torch.bincount(idx, minlength=n_bins)
-    acc = torch.bincount(idx, weights=correct, minlength=n_bins)
-    cf = torch.bincount(idx, weights=conf, minlength=n_bins)
-    c = count.tolist()
-    return {
-        "count": c,
-        "accuracy": [float(a / n) if n else None for a, n in zip(acc.tolist(), c)],
-        "confidence": [float(f / n) if n else None for f, n in zip(cf.tolist(), c)],
-    }
-
-
-@contextlib.contextmanager
-def _capture_reliability(out: dict) -> Iterator[None]:
-    """While ``train()`` runs, also keep the reliability bins of the logits it evaluates at the end.
-
-    ``train()`` returns scalar metrics only; this wraps the ``evaluate`` it calls (same logits, no
-    extra forward pass) and restores it afterwards.
-    """
-    from labelsmooth.experiment import train as train_module
-
-    original = train_module.evaluate
-
-    def evaluate(logits, target, *args, **kwargs):
-        out["reliability"] = reliability_bins(logits, target)
-        return original(logits, target, *args, **kwargs)
-
-    train_module.evaluate = evaluate
-    try:
-        yield
-    finally:
-        train_module.evaluate = original
-
 
 def run_one(config_dict: dict, threads: int | None = None, data_dir: str | None = None) -> dict:
     """Train one config and return the store record (``status`` done or failed). Never raises."""
@@ -87,10 +29,8 @@ def run_one(config_dict: dict, threads: int | None = None, data_dir: str | None 
 
     config = RunConfig.from_dict(config_dict)
     created = time.time()
-    captured: dict = {}
     try:
-        with _capture_reliability(captured):
-            result = train(config, data_dir=data_dir, progress=False, threads=threads)
+        result = train(config, data_dir=data_dir, progress=False, threads=threads)
     except Exception as exc:  # recorded, never raised: one failure must not stop the sweep
         return {
             "key": config.key(),
@@ -107,7 +47,7 @@ def run_one(config_dict: dict, threads: int | None = None, data_dir: str | None 
         "config": result["config"],
         "metrics": result["metrics"],
         "curves": result.get("curves"),
-        "reliability": result.get("reliability") or captured.get("reliability"),
+        "reliability": result["reliability"],
         "timings": result.get("timings"),
         "versions": result.get("versions"),
         "machine": result.get("machine"),

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 import labelsmooth
 from labelsmooth.experiment import data as data_module
 from labelsmooth.experiment.config import RunConfig
-from labelsmooth.experiment.metrics import evaluate
+from labelsmooth.experiment.metrics import evaluate, reliability_bins
 from labelsmooth.experiment.models import build
 
 #: The learning rate when ``config.lr`` is None.
@@ -62,7 +62,9 @@ def train(
 
     Returns:
         A dict with ``config`` (``config.to_dict()``), ``key``, ``metrics`` (see
-        :mod:`labelsmooth.experiment.metrics`), ``curves`` (per-epoch ``train_loss`` and ``test_accuracy``),
+        :mod:`labelsmooth.experiment.metrics`), ``reliability`` (the final test logits' equal-width
+        confidence bins, :func:`labelsmooth.experiment.metrics.reliability_bins`, for reliability diagrams),
+        ``curves`` (per-epoch ``train_loss`` and ``test_accuracy``),
         ``timings`` (seconds: ``data``, ``train``, ``eval``, ``total``), ``settings`` (resolved values such
         as the learning rate), ``data`` (source and sizes), ``versions`` and ``machine``.
 
@@ -73,6 +75,8 @@ def train(
         >>> r = train(RunConfig("digits", "mlp", epochs=1, train_size=200, test_size=100), progress=False)
         >>> sorted(r["metrics"])
         ['accuracy', 'adaptive_ece', 'brier', 'confidence', 'ece', 'logit_gap', 'nll']
+        >>> sum(r["reliability"]["count"])  # every test example in one confidence bin
+        100
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"Expected argument `config` to be a RunConfig, but got {type(config).__name__}")
@@ -228,11 +232,13 @@ def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dic
         bar.close()
     t1 = time.perf_counter()
     metrics = evaluate(logits, y_test)
+    reliability = reliability_bins(logits, y_test)
     t_eval += time.perf_counter() - t1
     return {
         "config": config.to_dict(),
         "key": config.key(),
         "metrics": metrics,
+        "reliability": reliability,
         "curves": {"train_loss": train_loss, "test_accuracy": test_accuracy},
         "timings": {"data": 0.0, "train": t_train, "eval": t_eval, "total": 0.0},
         "settings": {
