@@ -67,6 +67,31 @@ def check_cross_entropy_args(
     return CrossEntropyArgs(logits, flat_target, soft, out_shape, K, eps, convention, reduction)
 
 
+def torch_smoothing(args: CrossEntropyArgs, prior: Tensor | None) -> float | None:
+    """The ε of :func:`torch.nn.functional.cross_entropy` that gives the same target, or None if it has none.
+
+    Without a prior, "uniform" is torch's own convention, and "others" with ε on K >= 2 classes is
+    "uniform" with ε·K/(K − 1) (docs/theory.md), as long as that is at most 1. With a prior, torch has no
+    equivalent.
+
+    Example:
+        >>> import torch
+        >>> args = check_cross_entropy_args(torch.zeros(2, 10), torch.tensor([0, 1]), None, -100, "mean", 0.09,
+        ...                                 "others", None)
+        >>> round(torch_smoothing(args, None), 12)
+        0.1
+    """
+    if prior is not None:
+        return None
+    if args.convention == "uniform":
+        return args.label_smoothing
+    K = args.num_classes
+    if K < 2:
+        return None
+    eps = args.label_smoothing * K / (K - 1)
+    return eps if eps <= 1.0 else None
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half and bfloat16 inputs are computed in float32; float32 and float64 in their own precision."""
     return torch.promote_types(dtype, torch.float32)
@@ -106,8 +131,11 @@ def cross_entropy(
     (by the number of rows for probability targets). The same rule extends unchanged to "others" and to
     priors. A mean over targets that are all ignored is NaN, as in torch.
 
-    With ``convention="uniform"`` and no prior, value and gradient equal torch's in every configuration
-    torch supports. float16/bfloat16 logits are computed in float32 and the loss returned in their dtype.
+    Without a prior, the target is one torch has (``convention="others"`` with ε is ``"uniform"`` with
+    ε·K/(K − 1)), and the loss is computed by :func:`torch.nn.functional.cross_entropy` itself (its fused
+    kernel, in the compute dtype); with a prior, or an "others" ε beyond (K − 1)/K, by the linear form of
+    :mod:`labelsmooth.targets`. The tests hold both against an independent float64 reference.
+    float16/bfloat16 logits are computed in float32 and the loss returned in their dtype.
 
     Args:
         input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk); floating point.
@@ -137,6 +165,13 @@ def cross_entropy(
     """
     args = check_cross_entropy_args(input, target, weight, ignore_index, reduction, label_smoothing, convention, prior)
     dtype = compute_dtype(input.dtype)
+    eps_torch = torch_smoothing(args, prior)
+    if eps_torch is not None:  # a target torch has: its own fused kernel, in the compute dtype
+        return F.cross_entropy(
+            input.to(dtype), target.to(dtype) if args.soft else target,
+            weight=None if weight is None else weight.to(dtype), ignore_index=ignore_index,
+            reduction=args.reduction, label_smoothing=eps_torch,
+        ).to(input.dtype)  # fmt: skip
     logp = F.log_softmax(args.logits.to(dtype), dim=-1)
     K = args.num_classes
     if args.soft:
