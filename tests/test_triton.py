@@ -388,3 +388,25 @@ def test_compiled_kernels_on_cuda(tmp_path):
     """On a GPU, the compiled kernels (a fresh process: this one runs Triton's interpreter)."""
     result = run_gpu_check("--check-only", "--out", str(tmp_path / "report.md"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("convention", ["uniform", "others"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_float32_math_without_weights_or_prior_takes_the_scalar_kernel(convention, dtype):
+    # no weights, no prior, float32 math: the kernel folds ignore_index and the coefficients in itself
+    z, y = problem(6, 37, dtype)
+    assert index_target_coefficients(y, 37, 0.2, convention=convention, ignore_index=IGNORE).row_scalars is not None
+    leaf = z.clone().requires_grad_(True)
+    loss = ls.fused_cross_entropy(leaf * 1.0, y, ignore_index=IGNORE, label_smoothing=0.2, convention=convention,
+                                  backend="triton", inplace=True)  # fmt: skip
+    (grad,) = torch.autograd.grad(loss, leaf)
+    ref_leaf = z.float().requires_grad_(True)
+    ref = ls.cross_entropy(ref_leaf, y, ignore_index=IGNORE, label_smoothing=0.2, convention=convention)
+    (ref_grad,) = torch.autograd.grad(ref, ref_leaf)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2.0**-7, atol=1e-5)
+    torch.testing.assert_close(loss.float(), ref, **tol)
+    torch.testing.assert_close(grad.float(), ref_grad, **tol)
+    bad = y.clone()
+    bad[1] = 37
+    with pytest.raises(ValueError, match=r"class indices in \[0, 37\) or ignore_index=-100, but got 37"):
+        ls.fused_cross_entropy(leaf * 1.0, bad, label_smoothing=0.2, convention=convention, backend="triton")

@@ -171,18 +171,17 @@ def fused_cross_entropy(
             row, grad = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=inplace, chunk_size=chunk_size)
         else:
             row, grad = kernel.loss_and_grad(z, c, grad_scale, inplace=inplace, chunk_size=chunk_size)
-        if not args.soft:
-            V.check_target_range(args.target, K, ignore_index)
         if args.reduction == "none":
             loss = row.reshape(args.out_shape)
         elif args.reduction == "sum":
             loss = row.sum()
         else:
             loss = row.sum() / denominator
-    if grad is None:
-        return loss.to(input.dtype)
-    out = _PrecomputedGrad.apply(input, loss, grad, args.reduction == "none")
-    return out.to(input.dtype)
+    out = loss if grad is None else _PrecomputedGrad.apply(input, loss, grad, args.reduction == "none")
+    out = out.to(input.dtype)
+    if not args.soft:  # last: on a GPU its one host sync waits for the work queued above, not before it
+        V.check_target_range(args.target, K, ignore_index)
+    return out
 
 
 __all__ = ["fused_cross_entropy"]

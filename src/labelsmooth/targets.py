@@ -27,7 +27,7 @@ Class-probability targets extend the map linearly: a one-hot row :math:`e_j` bec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 
 import torch
 from torch import Tensor
@@ -58,33 +58,62 @@ def smooth_probabilities(target: Tensor, label_smoothing: float, convention: str
     return target * (1.0 - s) + (target @ s).unsqueeze(-1) * prior_vec
 
 
-@dataclass(frozen=True)
 class IndexTargetCoefficients:
     """The linear form of a smoothed, weighted cross-entropy with class-index targets (module docstring).
 
-    Shapes, for M flattened rows and K classes:
+    Tensors, for M flattened rows and K classes:
         true_coef: (M,) a_i = (1 − s_{y_i})·w_{y_i}; 0 on ignored rows.
         prior_coef: (M,) b_i = s_{y_i}; 0 on ignored rows.
         prior_weighted: (K,) v = w ⊙ π.
         row_weight: (M,) w_{y_i}; 0 on ignored rows. Its sum divides the loss for reduction="mean".
         safe_target: (M,) the target with ignored rows replaced by class 0 (and clamped to [0, K)), safe for gather.
-        smoothing: False when every b_i is 0 because ε = 0 (known on the host: no device sync to ask).
+        row_mass: (M,) m_i = Σ_k w_k q_ik = a_i + b_i·Σ_k v_k: the weight of the log-sum-exp in row i.
+    Host-side facts (no device sync to ask):
+        smoothing: False when every b_i is 0 because ε = 0.
         constant_prior: v's common value when it is constant (no weights, uniform prior: 1/K), else None.
+        row_scalars: (a, b) of every kept row when all kept rows share them (no weights, no prior), else None.
+        target, ignore_index, num_classes: what the coefficients were made from.
+
+    Without weights and prior every tensor follows from ``row_scalars``, ``constant_prior`` and the target,
+    and is made only when first read (a kernel that takes the scalars never makes them); otherwise
+    :func:`index_target_coefficients` computes them at once.
     """
 
-    true_coef: Tensor
-    prior_coef: Tensor
-    prior_weighted: Tensor
-    row_weight: Tensor
-    safe_target: Tensor
-    smoothing: bool = True
-    constant_prior: float | None = None
+    def __init__(
+        self, target: Tensor, num_classes: int, *, ignore_index: int, dtype: torch.dtype, smoothing: bool,
+        row_scalars: tuple[float, float] | None = None, constant_prior: float | None = None, **tensors: Tensor,
+    ) -> None:  # fmt: skip
+        self.target, self.num_classes, self.ignore_index, self.dtype = target, num_classes, ignore_index, dtype
+        self.smoothing, self.row_scalars, self.constant_prior = smoothing, row_scalars, constant_prior
+        if row_scalars is None and not {"true_coef", "prior_coef", "prior_weighted", "row_weight"} <= set(tensors):
+            raise ValueError(f"Expected the coefficient tensors without row_scalars, but got {sorted(tensors)}")
+        self.__dict__.update(tensors)  # computed ones stand in for the lazy properties below
 
-    @property
+    @functools.cached_property
+    def safe_target(self) -> Tensor:
+        keep = self.target != self.ignore_index
+        return torch.where(keep, self.target, 0).clamp_(0, self.num_classes - 1)  # in bounds before validation
+
+    @functools.cached_property
+    def row_weight(self) -> Tensor:
+        return (self.target != self.ignore_index).to(self.dtype)
+
+    @functools.cached_property
+    def true_coef(self) -> Tensor:
+        return self.row_weight * self.row_scalars[0]
+
+    @functools.cached_property
+    def prior_coef(self) -> Tensor:
+        return self.row_weight * self.row_scalars[1]
+
+    @functools.cached_property
+    def prior_weighted(self) -> Tensor:
+        return torch.full((self.num_classes,), self.constant_prior, dtype=self.dtype, device=self.target.device)
+
+    @functools.cached_property
     def row_mass(self) -> Tensor:
-        """(M,) m_i = Σ_k w_k q_ik = a_i + b_i·Σ_k v_k: the weight of the log-sum-exp in row i."""
-        if self.constant_prior is not None:
-            return self.true_coef + self.prior_coef * (self.constant_prior * self.prior_weighted.shape[0])
+        if self.row_scalars is not None:  # Σ_k v_k = 1: m_i = a_i + b_i on kept rows
+            return self.row_weight * sum(self.row_scalars)
         return self.true_coef + self.prior_coef * self.prior_weighted.sum()
 
 
@@ -101,36 +130,38 @@ def index_target_coefficients(
 ) -> IndexTargetCoefficients:
     """Coefficients for flattened class-index targets of shape (M,). Arguments must be validated already.
 
-    Without weights and prior (the common case) s is one number, known on the host, and the coefficients
-    take a handful of tensor operations; otherwise s and w are gathered per row.
+    Without weights and prior (the common case) s is one number, known on the host: the coefficients are
+    two scalars and the tensors are made only if a consumer reads them. Otherwise s and w are gathered per row.
+
+    Example:
+        >>> import torch
+        >>> c = index_target_coefficients(torch.tensor([2, -100]), 4, 0.2, convention="others")
+        >>> [round(x, 4) for x in c.row_scalars], c.prior_weighted.tolist()  # a = 1 − s, b = s = 0.2 / (1 − 1/4)
+        ([0.7333, 0.2667], [0.25, 0.25, 0.25, 0.25])
+        >>> (c.true_coef + c.prior_coef * c.prior_weighted[2]).tolist()  # q_y = a + b·π_y = 1 − ε; ignored: 0
+        [0.800000011920929, 0.0]
     """
-    device = target.device
-    keep = target != ignore_index
-    safe_target = torch.where(keep, target, 0).clamp_(0, num_classes - 1)  # in bounds even before validation
+    common = dict(ignore_index=ignore_index, dtype=dtype, smoothing=label_smoothing > 0)
     if weight is None and prior is None:
         s = label_smoothing if convention == "uniform" else label_smoothing / (1.0 - 1.0 / num_classes)
-        row_weight = keep.to(dtype)
-        return IndexTargetCoefficients(
-            true_coef=row_weight * (1.0 - s),
-            prior_coef=row_weight * s,
-            prior_weighted=torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device),
-            row_weight=row_weight,
-            safe_target=safe_target,
-            smoothing=label_smoothing > 0,
-            constant_prior=1.0 / num_classes,
-        )
+        return IndexTargetCoefficients(target, num_classes, row_scalars=(1.0 - s, s), constant_prior=1.0 / num_classes,
+                                       **common)  # fmt: skip
+    device = target.device
+    keep = target != ignore_index
+    safe_target = torch.where(keep, target, 0).clamp_(0, num_classes - 1)
     prior_vec = prior_vector(prior, num_classes, dtype=dtype, device=device)
     w = torch.ones(num_classes, dtype=dtype, device=device) if weight is None else weight.to(dtype=dtype, device=device)
     s = class_smoothing(label_smoothing, convention, prior_vec)[safe_target]
     row_weight = torch.where(keep, w[safe_target], torch.zeros((), dtype=dtype, device=device))
     return IndexTargetCoefficients(
+        target, num_classes,
         true_coef=(1.0 - s) * row_weight,
         prior_coef=torch.where(keep, s, torch.zeros((), dtype=dtype, device=device)),
         prior_weighted=w * prior_vec,
         row_weight=row_weight,
         safe_target=safe_target,
-        smoothing=label_smoothing > 0,
-    )
+        **common,
+    )  # fmt: skip
 
 
 def target_distribution(

@@ -93,16 +93,29 @@ def _imported_interpreting() -> bool:
 
 
 def _loss_and_grad_rows(
-    logits_ptr, stride_row, grad_ptr, stride_grad, target_ptr, a_ptr, b_ptr, m_ptr, v_ptr, scale_ptr, loss_ptr, K,
-    BLOCK: tl.constexpr, ACC: tl.constexpr,
+    logits_ptr, stride_row, grad_ptr, stride_grad, target_ptr, ignore_index, a_ptr, b_ptr, m_ptr, v_ptr,
+    a_val, b_val, v_val, scale_ptr, scale_stride, loss_ptr, K,
+    BLOCK: tl.constexpr, ACC: tl.constexpr, SCALARS: tl.constexpr,
 ):  # fmt: skip
-    """One program per row: sweep 1 gives lse_i and ℓ_i, sweep 2 writes g_i (the row is then in L2)."""
+    """One program per row: sweep 1 gives lse_i and ℓ_i, sweep 2 writes g_i (the row is then in L2).
+
+    SCALARS: every kept row has a = a_val, b = b_val and v = v_val everywhere (no weights, no prior); the
+    raw target is read, ignore_index folded in and the class clamped here. Otherwise a, b, m, v and the
+    safe target come from memory.
+    """
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * stride_row
-    a = tl.load(a_ptr + row).to(ACC)
-    b = tl.load(b_ptr + row).to(ACC)
-    m = tl.load(m_ptr + row).to(ACC)
-    y = tl.load(target_ptr + row)
+    y = tl.load(target_ptr + row).to(tl.int64)
+    if SCALARS:
+        keep = y != ignore_index
+        y = tl.minimum(tl.maximum(tl.where(keep, y, 0), 0), K - 1)
+        a = tl.where(keep, a_val, 0.0).to(ACC)
+        b = tl.where(keep, b_val, 0.0).to(ACC)
+        m = a + b  # Σ_k v_k = 1
+    else:
+        a = tl.load(a_ptr + row).to(ACC)
+        b = tl.load(b_ptr + row).to(ACC)
+        m = tl.load(m_ptr + row).to(ACC)
     z_y = tl.load(base + y).to(ACC)
     run_max = tl.full((), float("-inf"), ACC)
     run_sum = tl.zeros((), ACC)
@@ -111,28 +124,36 @@ def _loss_and_grad_rows(
         cols = start + tl.arange(0, BLOCK)
         mask = cols < K
         z = tl.load(base + cols, mask=mask, other=float("-inf")).to(ACC)
-        v = tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)
         new_max = tl.maximum(run_max, tl.max(z, axis=0))
         # shift by 0 while every logit so far is -inf, so that exp never sees (-inf) - (-inf)
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)
         run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(z - shift), axis=0)
         run_max = new_max
-        dot += tl.where(mask, z, 0.0) * v  # masked lanes: 0·0, never (-inf)·0
+        if SCALARS:
+            dot += tl.where(mask, z, 0.0)  # times v_val once, below
+        else:
+            dot += tl.where(mask, z, 0.0) * tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)  # never (-inf)·0
     lse = run_max + tl.log(run_sum)
+    zv = tl.sum(dot, axis=0)
+    if SCALARS:
+        zv = zv * v_val
     # terms with a zero coefficient are dropped, not multiplied, so ignored rows give exactly 0
     # and -inf logits (masked classes) do not turn 0·(-inf) into NaN
     loss = tl.where(m != 0.0, m * lse, 0.0)
     loss -= tl.where(a != 0.0, a * z_y, 0.0)
-    loss -= tl.where(b != 0.0, b * tl.sum(dot, axis=0), 0.0)
+    loss -= tl.where(b != 0.0, b * zv, 0.0)
     tl.store(loss_ptr + row, loss)
-    scale = tl.load(scale_ptr + row).to(ACC)
+    scale = tl.load(scale_ptr + row * scale_stride).to(ACC)
     grad_base = grad_ptr + row * stride_grad
     for start in range(0, K, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         mask = cols < K
         z = tl.load(base + cols, mask=mask, other=0.0).to(ACC)
-        v = tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)
-        g = tl.where(m != 0.0, m * tl.exp(z - lse), 0.0) - b * v - tl.where(cols == y, a, 0.0)
+        if SCALARS:
+            bv = b * v_val
+        else:
+            bv = b * tl.load(v_ptr + cols, mask=mask, other=0.0).to(ACC)
+        g = tl.where(m != 0.0, m * tl.exp(z - lse), 0.0) - bv - tl.where(cols == y, a, 0.0)
         tl.store(grad_base + cols, (scale * g).to(grad_ptr.dtype.element_ty), mask=mask)
 
 
@@ -227,28 +248,38 @@ def loss_and_grad(
         raise ValueError(
             f"Expected argument `logits` to have unit stride along the classes, but got strides {logits.stride()}"
         )
-    if coefs.true_coef.shape != (M,) or coefs.prior_weighted.shape != (K,) or grad_scale.shape != (M,):
+    if coefs.target.shape != (M,) or coefs.num_classes != K or grad_scale.shape != (M,):
         raise ValueError(
             f"Expected arguments `coefs` and `grad_scale` to describe the {M} rows and {K} classes of `logits`, but "
-            f"got true_coef {tuple(coefs.true_coef.shape)}, prior_weighted {tuple(coefs.prior_weighted.shape)}, "
-            f"grad_scale {tuple(grad_scale.shape)}"
+            f"got a target of shape {tuple(coefs.target.shape)}, {coefs.num_classes} classes and grad_scale "
+            f"{tuple(grad_scale.shape)}"
         )
     block = min(triton.next_power_of_2(K), MAX_BLOCK) if block_size is None else check_block_size(block_size)
     block = max(block, 16)
     acc_dtype = torch.promote_types(logits.dtype, torch.float32)
     acc = tl.float64 if acc_dtype == torch.float64 else tl.float32
     device = logits.device
-    a, b, m = (t.to(device).contiguous() for t in (coefs.true_coef, coefs.prior_coef, coefs.row_mass))
-    v = coefs.prior_weighted.to(device).contiguous()
-    target = coefs.safe_target.to(device).contiguous()
-    scale = grad_scale.to(device).contiguous()
+    # no weights, no prior: the kernel derives a, b, m and v from three numbers (passed as float32, so
+    # float64 logits take the tensors instead)
+    scalars = coefs.row_scalars if acc_dtype != torch.float64 else None
+    if scalars is not None:
+        target = coefs.target.to(device).contiguous()
+        a = b = m = v = target  # pointers the kernel does not read in this mode
+        a_val, b_val, v_val = float(scalars[0]), float(scalars[1]), float(coefs.constant_prior)
+    else:
+        a, b, m = (t.to(device).contiguous() for t in (coefs.true_coef, coefs.prior_coef, coefs.row_mass))
+        v = coefs.prior_weighted.to(device).contiguous()
+        target = coefs.safe_target.to(device).contiguous()
+        a_val = b_val = v_val = 0.0
+    scale = grad_scale.to(device)  # an expanded scalar keeps stride 0: one value read by every row
     row_loss = torch.empty(M, dtype=acc_dtype, device=device)
     grad = logits if inplace else torch.empty_like(logits, memory_format=torch.contiguous_format)
     if M == 0 or K == 0:
         return row_loss.zero_(), grad
     kernel = _compiled(interpret)
     kernel[(M,)](
-        logits, logits.stride(0), grad, grad.stride(0), target, a, b, m, v, scale, row_loss, K,
-        BLOCK=block, ACC=acc, num_warps=_num_warps(block),
+        logits, logits.stride(0), grad, grad.stride(0), target, coefs.ignore_index, a, b, m, v,
+        a_val, b_val, v_val, scale, scale.stride(0), row_loss, K,
+        BLOCK=block, ACC=acc, SCALARS=scalars is not None, num_warps=_num_warps(block),
     )  # fmt: skip
     return row_loss, grad
