@@ -77,6 +77,26 @@ def test_report_cli(tmp_path):
     assert r.stdout.startswith("digits: ") and (tmp_path / "rep" / "report.html").exists()
 
 
+def test_report_cli_markdown_elsewhere_with_notes(tmp_path):
+    # docs/results.md is made this way: figures in a folder, the Markdown beside it, a hand-written section
+    from labelsmooth.experiment.store import Store
+
+    with Store(tmp_path / "s.sqlite") as s:
+        for r in _runs():
+            s.put(r)
+    (tmp_path / "notes.md").write_text("## Against the published numbers\n\nOur words.\n")
+    md_path = tmp_path / "docs" / "results.md"
+    md_path.parent.mkdir()
+    cmd, env = cli("report", "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "docs" / "results"),
+                   "--markdown", str(md_path), "--notes", str(tmp_path / "notes.md"))  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    md = md_path.read_text()
+    assert "](results/digits-accuracy.png)" in md and (tmp_path / "docs" / "results" / "digits-accuracy.png").exists()
+    assert md.index("## Verdicts") < md.index("## Against the published numbers\n\nOur words.") < md.index("## digits")
+    assert not (tmp_path / "docs" / "results" / "report.md").exists()
+
+
 def _chromium_screenshot(chromium, page, shot, profile):
     """Screenshot ``page`` in headless Chromium; returns the pixels and the console lines it logged."""
     from matplotlib.image import imread

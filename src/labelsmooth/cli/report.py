@@ -15,6 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="SQLite store written by `labelsmooth sweep`")
     p.add_argument("--out", required=True, help="folder to write report.md, report.html and the PNGs into")
     p.add_argument("--title", default="Label smoothing sweep", help="the report's title")
+    p.add_argument("--markdown", help="write the Markdown here instead of OUT/report.md (figure links follow)")
+    p.add_argument("--notes", help="a Markdown file whose text goes into the Markdown after the verdicts")
     return p
 
 
@@ -28,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no store at {args.store}")
     with Store(args.store) as store:
         runs, sweeps = store.runs(), store.sweeps()
-    result = write_report(runs, sweeps, args.out, title=args.title)
+    notes = None
+    if args.notes:
+        with open(args.notes) as f:
+            notes = f.read()
+    result = write_report(runs, sweeps, args.out, title=args.title, markdown_path=args.markdown, notes=notes)
     for line in result["analysis"].verdicts.values():
         print(line)
     print(f"wrote {result['markdown']} and {result['html']}")

@@ -40,15 +40,27 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def write_report(runs: list[dict], sweeps: list[dict], out_dir: str, title: str = "Label smoothing sweep") -> dict:
-    """Write report.md, report.html and the PNGs into ``out_dir``; returns their paths and the analysis."""
+def write_report(
+    runs: list[dict],
+    sweeps: list[dict],
+    out_dir: str,
+    title: str = "Label smoothing sweep",
+    *,
+    markdown_path: str | None = None,
+    notes: str | None = None,
+) -> dict:
+    """Write report.md, report.html and the PNGs into ``out_dir``; returns their paths and the analysis.
+
+    ``markdown_path`` puts the Markdown elsewhere (its figure links are made relative to it); ``notes``,
+    Markdown text, goes into it after the verdicts (e.g. a discussion written by hand).
+    """
     os.makedirs(out_dir, exist_ok=True)
     a = analyse(runs)
     figures: dict[str, list[tuple[str, str]]] = {}
     for name in a.summary:
         figures[name] = _figures(name, a, runs, out_dir)
-    md = _markdown(a, runs, sweeps, figures, title)
-    md_path = os.path.join(out_dir, "report.md")
+    md_path = markdown_path or os.path.join(out_dir, "report.md")
+    md = _markdown(a, runs, sweeps, figures, title, os.path.dirname(os.path.abspath(md_path)), notes)
     with open(md_path, "w") as f:
         f.write(md)
     html_path = os.path.join(out_dir, "report.html")
@@ -160,15 +172,19 @@ def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     return lines
 
 
-def _markdown(a, runs, sweeps, figures, title) -> str:
+def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
     out = [f"# {title}", "", "## Verdicts", ""]
     out += [f"- {v}" for v in a.verdicts.values()] or ["- no finished runs"]
     out += ["", TEST_NOTE, ""]
+    if notes:
+        out += [notes.strip(), ""]
     for name in a.summary:
         out += [f"## {name}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         out += ["| " + " | ".join(row) + " |" for row in _table_rows(name, a)]
         out.append("")
-        out += [f"![{name}: {caption}]({os.path.basename(path)})" for caption, path in figures[name]]
+        out += [
+            f"![{name}: {caption}]({os.path.relpath(os.path.abspath(path), md_dir)})" for caption, path in figures[name]
+        ]
         out.append("")
     out += ["## Provenance", ""] + [f"- {line}" for line in _provenance(runs, sweeps)]
     return "\n".join(out) + "\n"
