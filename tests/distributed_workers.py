@@ -1,8 +1,9 @@
 """Multi-process workers for tests/test_distributed.py, and the script behind the numbers in docs/distributed.md.
 
-Each world size is started once (torch.multiprocessing, start method "spawn", gloo on 127.0.0.1); every
-rank runs all of its cases, collects failures instead of stopping at the first, and writes them to a JSON
-file that the test reads back. Everything is float64.
+Each world size is started once (``spawn``: torch.multiprocessing, start method "spawn", gloo over the
+loopback interface, file rendezvous); every rank runs all of its cases, collects failures instead of
+stopping at the first, and writes them to a JSON file that the test reads back. A rank that crashes,
+raises or hangs is reported with its log and Python stack. Everything is float64.
 
 This module also holds the *faulty* per-partition smoothing of Megatron-LM's vocab-parallel cross-entropy
 (NVIDIA/Megatron-LM issues #737, #7464), for measurement only; it is not, and must not be, in the library.
@@ -13,16 +14,21 @@ docs/distributed.md.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import socket
 import sys
+import time
+import traceback
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from torch.multiprocessing.spawn import ProcessException
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-9  # absolute and relative, float64
@@ -38,21 +44,55 @@ PER_PARTITION_SLICES = {1: [7], 2: [2, 5], 3: [3, 2, 4]}
 # Process handling
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RANK_TIMEOUT_S = 300  # a rank still running after this dumps its Python stack to its log and exits
 
 
-def spawn(fn, world_size: int, *args) -> None:
-    """Start ``world_size`` ranks of ``fn(rank, world_size, *args)`` once, gloo on loopback."""
-    saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "PYTHONPATH")}
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(free_port())
+def _loopback_interface() -> str | None:
+    names = {name for _, name in socket.if_nameindex()} if hasattr(socket, "if_nameindex") else set()
+    return next((n for n in ("lo", "lo0") if n in names), None)
+
+
+def rank_logs(out_dir: str | Path, world_size: int) -> str:
+    """Every rank's log: its progress, a Python traceback, or faulthandler's stack dump on a crash or hang."""
+    parts = []
+    for r in range(world_size):
+        path = Path(out_dir) / f"rank{r}.log"
+        text = path.read_text(errors="replace").strip() if path.exists() else "(no log: the rank never started)"
+        parts.append(f"----- rank {r} ({path}) -----\n{text}")
+    return "\n".join(parts)
+
+
+def spawn(fn, world_size: int, out_dir: str, *args) -> None:
+    """Run ``fn(rank, world_size, out_dir, *args)`` on ``world_size`` fresh processes joined by gloo.
+
+    The rendezvous is a file in ``out_dir`` (no TCP port to pick, so nothing to collide with other tests
+    or processes); gloo talks over the loopback interface. Each rank writes ``out_dir/rank{r}.log``; if a
+    rank fails (exception, signal, or hang past ``RANK_TIMEOUT_S``) this raises a RuntimeError holding
+    every rank's log, in which a crashed rank has its Python stack (faulthandler) instead of a bare signal.
+    """
+    rendezvous = Path(out_dir) / "rendezvous"
+    if rendezvous.exists():
+        raise FileExistsError(f"{rendezvous} exists: give every spawn a fresh out_dir")
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if "GLOO_SOCKET_IFNAME" not in os.environ and _loopback_interface():
+        env["GLOO_SOCKET_IFNAME"] = _loopback_interface()
     # the children import this checkout's labelsmooth and this module (as tests.distributed_workers)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), saved["PYTHONPATH"] or ""])
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        mp.start_processes(fn, args=(world_size, *args), nprocs=world_size, join=True, start_method="spawn")
+        ctx = mp.start_processes(
+            _rank_main, args=(fn, world_size, out_dir, args), nprocs=world_size, join=False, start_method="spawn"
+        )
+        deadline = time.monotonic() + RANK_TIMEOUT_S + 60
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:  # the ranks' own watchdogs failed too: stop them
+                for proc in ctx.processes:
+                    proc.kill()
+                raise TimeoutError(f"ranks still running after {RANK_TIMEOUT_S + 60} s")
+    except (ProcessException, TimeoutError) as error:
+        raise RuntimeError(
+            f"{fn.__name__} failed at world size {world_size}: {error}\n{rank_logs(out_dir, world_size)}"
+        ) from error
     finally:  # leave the test process's environment as it was
         for k, v in saved.items():
             if v is None:
@@ -61,10 +101,37 @@ def spawn(fn, world_size: int, *args) -> None:
                 os.environ[k] = v
 
 
-def _init(rank: int, world_size: int) -> None:
-    sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+def _rank_main(rank: int, fn, world_size: int, out_dir: str, args: tuple) -> None:
+    """One rank: log, start gloo, run ``fn``, tear down, and leave without interpreter finalization."""
+    log = open(Path(out_dir) / f"rank{rank}.log", "w", buffering=1)  # noqa: SIM115 (open until os._exit)
+    # a fatal signal (SIGABRT, SIGSEGV) or a hang dumps every thread's Python stack into the log
+    faulthandler.enable(file=log, all_threads=True)
+    faulthandler.dump_traceback_later(RANK_TIMEOUT_S, exit=True, file=log)
+    try:
+        sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+        torch.set_num_threads(1)
+        dist.init_process_group(
+            "gloo", init_method=(Path(out_dir) / "rendezvous").resolve().as_uri(), rank=rank,
+            world_size=world_size, timeout=timedelta(seconds=RANK_TIMEOUT_S),
+        )  # fmt: skip
+        print(f"rank {rank}: process group up, running {fn.__name__}", file=log)
+        fn(rank, world_size, out_dir, *args)
+        print(f"rank {rank}: {fn.__name__} returned; barrier, destroy_process_group", file=log)
+        dist.barrier()  # every rank's collectives are complete
+        dist.destroy_process_group()
+    except BaseException:
+        log.write(traceback.format_exc())  # torch.multiprocessing also hands it to the parent
+        raise
+    faulthandler.cancel_dump_traceback_later()
+    print(f"rank {rank}: done", file=log)
+    log.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # DistributedDataParallel keeps a reference to the process group that destroy_process_group cannot drop,
+    # so gloo's threads outlive it. Finalizing the interpreter with them alive can abort the process
+    # ("terminate called without an active exception", SIGABRT) when one of them touches a Python object;
+    # everything is written and every collective has finished, so leave now.
+    os._exit(0)
 
 
 def _offsets(sizes: list[int]) -> list[int]:
@@ -84,6 +151,19 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a.detach(), b.detach(), rtol=TOL, atol=TOL)
+
+
+def failing_worker(rank: int, world_size: int, out_dir: str, how: str) -> None:
+    """For the harness's own tests: the last rank raises or aborts (``how``) inside a named function."""
+    dist.barrier()
+    if rank == world_size - 1:
+        _fail_here(how)
+
+
+def _fail_here(how: str) -> None:
+    if how == "raise":
+        raise ValueError("rank failed on purpose")
+    os.abort()  # what a C++ std::terminate does: SIGABRT, no Python exception
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,7 +284,6 @@ def _case_data(K: int, seed: int, *, rows: int = 9, extra_dim: int | None = None
 
 
 def exactness_worker(rank: int, world_size: int, out_dir: str) -> None:
-    _init(rank, world_size)
     import labelsmooth
     from labelsmooth.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
@@ -285,7 +364,6 @@ def exactness_worker(rank: int, world_size: int, out_dir: str) -> None:
     _write(
         Path(out_dir) / f"rank{rank}.json", {"checked": checked, "failures": failures, "per_partition": per_partition}
     )
-    dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,7 +412,6 @@ def train_reference(recipe: str) -> list[torch.Tensor]:
 
 
 def ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
-    _init(rank, world_size)
     import labelsmooth
     from labelsmooth.distributed import global_mean_denominator
 
@@ -362,7 +439,6 @@ def ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
             opt.step()
         results[recipe] = [p.detach().tolist() for p in model.module.parameters()]
     _write(Path(out_dir) / f"rank{rank}.json", results)
-    dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -370,10 +446,8 @@ def ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
 
 
 def report_worker(rank: int, world_size: int, out_dir: str, sizes: list[int], logits: str) -> None:
-    _init(rank, world_size)
     result = per_partition_measurement(sizes, rows=256, scale=2.0, eps=0.1, logits=logits)
     _write(Path(out_dir) / f"rank{rank}.json", result)
-    dist.destroy_process_group()
 
 
 def main() -> None:

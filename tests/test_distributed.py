@@ -1,14 +1,15 @@
 """labelsmooth.distributed: the vocab-parallel losses equal labelsmooth.cross_entropy on the full logits.
 
 The fast tests run on one process (no process group: world size 1) and check the validation. The slow
-ones start gloo on 127.0.0.1 once per world size (1, 2, 3, unequal class slices) and run every case in
-each rank (tests/distributed_workers.py); plus one DistributedDataParallel run against single-process
-training on the full batch.
+ones start gloo on the loopback interface once per world size (1, 2, 3, unequal class slices) and run
+every case in each rank (tests/distributed_workers.py); plus one DistributedDataParallel run against
+single-process training on the full batch, and two checks that a failing rank is reported with its stack.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,7 @@ def test_linear_bad_shapes():
 
 
 # --------------------------------------------------------------------------------------------------
-# Several processes (gloo on 127.0.0.1), one start-up per world size
+# Several processes (gloo on loopback, file rendezvous), one start-up per world size
 
 
 @pytest.mark.slow
@@ -189,3 +190,21 @@ def test_ddp_training_matches_full_batch_training(tmp_path):
                 assert err > 1e-4, f"{recipe}: expected a visible error, got {err}"
             else:
                 assert err < 1e-12, f"{recipe}: max |param - reference| = {err}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("raise", [r"ValueError: rank failed on purpose", r"in _fail_here"]),
+        ("abort", [r"SIGABRT", r"Fatal Python error: Aborted", r"in _fail_here", r"in failing_worker"]),
+    ],
+)
+def test_a_failing_rank_is_reported_with_its_python_stack(how, expected, tmp_path):
+    """An exception or a crash (SIGABRT, as from a C++ std::terminate) in one rank fails the spawn with a
+    RuntimeError that holds that rank's Python stack from its log, not only the signal's name."""
+    with pytest.raises(RuntimeError, match="failing_worker failed at world size 2") as info:
+        workers.spawn(workers.failing_worker, 2, str(tmp_path), how)
+    message = str(info.value)
+    for pattern in expected:
+        assert re.search(pattern, message), f"{pattern!r} not in:\n{message}"

@@ -283,6 +283,38 @@ def _check_global(full_shape, target, num_classes, weight, prior, convention, ig
     V.check_prior(prior, num_classes, convention)
 
 
+def _slice_terms(
+    local_shape: Sequence[int],
+    cdim: int,
+    target: Tensor,
+    *,
+    group,
+    class_offsets: Sequence[int] | None,
+    label_smoothing: float,
+    convention: str,
+    prior: Tensor | None,
+    weight: Tensor | None,
+    ignore_index: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[_LocalTerms, Tensor]:
+    """This rank's slice of the classes, the global checks, and the slice's terms: shared by both losses.
+
+    ``local_shape`` is the shape of the local logits with the classes in dimension ``cdim``. The slice
+    comes from ``class_offsets`` or an all-gather of the local sizes; target, weight and prior are then
+    checked against the global K as if the logits were whole; returns ``_local_terms`` (row weights (M,)).
+    """
+    V_local = local_shape[cdim]
+    start, _, K = _class_bounds(V_local, class_offsets, group, device)
+    full_shape = list(local_shape)
+    full_shape[cdim] = K
+    _check_global(full_shape, target, K, weight, prior, convention, ignore_index)
+    return _local_terms(
+        target.reshape(-1), V_local=V_local, num_classes=K, start=start, label_smoothing=label_smoothing,
+        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, group=group, dtype=dtype,
+    )  # fmt: skip
+
+
 def vocab_parallel_cross_entropy(
     local_logits: Tensor,
     target: Tensor,
@@ -346,14 +378,11 @@ def vocab_parallel_cross_entropy(
     )
     V.check_logits(local_logits, "local_logits")
     cdim = V.class_dim(local_logits)
-    start, _, K = _class_bounds(local_logits.shape[cdim], class_offsets, group, local_logits.device)
-    full_shape = list(local_logits.shape)
-    full_shape[cdim] = K
-    _check_global(full_shape, target, K, weight, prior, convention, ignore_index)
     z = local_logits.movedim(cdim, -1).reshape(-1, local_logits.shape[cdim]).to(compute_dtype(local_logits.dtype))
-    terms, row_weight = _local_terms(
-        target.reshape(-1), V_local=z.shape[-1], num_classes=K, start=start, label_smoothing=eps,
-        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, group=group, dtype=z.dtype,
+    terms, row_weight = _slice_terms(
+        local_logits.shape, cdim, target, group=group, class_offsets=class_offsets, label_smoothing=eps,
+        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, dtype=z.dtype,
+        device=local_logits.device,
     )  # fmt: skip
     row_loss = _VocabParallelCrossEntropy.apply(z, terms)
     return reduce_rows(row_loss, reduction, row_weight.sum(), target.shape).to(local_logits.dtype)
@@ -446,17 +475,17 @@ def vocab_parallel_linear_cross_entropy(
             f"feature dimension), but got {tuple(target.shape)}"
         )
     V_local = local_weight.shape[0]
-    start, _, K = _class_bounds(V_local, class_offsets, group, input.device)
-    _check_global((target.numel(), K), target.reshape(-1), K, weight, prior, convention, ignore_index)
     if chunk_size is None:
         chunk_size = max(1, CHUNK_ELEMENTS // V_local)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}")
     dtype = compute_dtype(input.dtype)
     h = _AllReduceGradient.apply(input.reshape(-1, input.shape[-1]), group).to(dtype)  # (M, D)
-    terms, row_weight = _local_terms(
-        target.reshape(-1), V_local=V_local, num_classes=K, start=start, label_smoothing=eps,
-        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, group=group, dtype=dtype,
+    # the rows' logits as if whole: (M, K) for the flattened target
+    terms, row_weight = _slice_terms(
+        (target.numel(), V_local), 1, target.reshape(-1), group=group, class_offsets=class_offsets,
+        label_smoothing=eps, convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, dtype=dtype,
+        device=input.device,
     )  # fmt: skip
     b = None if local_bias is None else local_bias.to(dtype)
     row_loss = _VocabParallelLinearCrossEntropy.apply(h, local_weight.to(dtype), b, terms, chunk_size)
