@@ -15,11 +15,12 @@ plain cross-entropy part (softmax and the true-class term), the same work as ε 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from labelsmooth import _validation as V
 from labelsmooth.kernels.torch_backend import compute_dtype
 from labelsmooth.losses import check_cross_entropy_args
+from labelsmooth.modules import SmoothedCrossEntropyOptions
 from labelsmooth.targets import IndexTargetCoefficients, index_target_coefficients
 
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk by default: 64 MiB of float32
@@ -238,7 +239,7 @@ def linear_cross_entropy(
     return loss.to(input.dtype)
 
 
-class LinearCrossEntropyLoss(nn.Module):
+class LinearCrossEntropyLoss(SmoothedCrossEntropyOptions):
     """Module form of :func:`labelsmooth.linear_cross_entropy`: ``loss(input, linear_weight, target, linear_bias)``.
 
     Example:
@@ -261,14 +262,8 @@ class LinearCrossEntropyLoss(nn.Module):
         prior: Tensor | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        self.label_smoothing = V.check_probability("label_smoothing", label_smoothing)
-        self.reduction = V.check_reduction(reduction)
-        self.convention = V.check_convention(convention)
-        self.ignore_index = V.check_ignore_index(ignore_index)
+        super().__init__(weight, ignore_index, reduction, label_smoothing, convention=convention, prior=prior)
         self.chunk_size = chunk_size
-        self.register_buffer("weight", weight)
-        self.register_buffer("prior", prior)
 
     def forward(
         self, input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None = None
@@ -278,6 +273,3 @@ class LinearCrossEntropyLoss(nn.Module):
             reduction=self.reduction, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
             convention=self.convention, prior=self.prior, chunk_size=self.chunk_size,
         )  # fmt: skip
-
-    def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, reduction={self.reduction!r}"

@@ -8,14 +8,10 @@ from labelsmooth import _validation as V
 from labelsmooth.losses import binary_cross_entropy_with_logits, confidence_penalty, cross_entropy
 
 
-class CrossEntropyLoss(nn.Module):
-    """Module form of :func:`labelsmooth.cross_entropy`; a drop-in for :class:`torch.nn.CrossEntropyLoss`.
+class SmoothedCrossEntropyOptions(nn.Module):
+    """The options every smoothed cross-entropy module holds, validated once: torch's four plus ours.
 
-    Example:
-        >>> import torch, labelsmooth
-        >>> loss = labelsmooth.CrossEntropyLoss(label_smoothing=0.1, convention="others")
-        >>> loss(torch.zeros(2, 3), torch.tensor([0, 2])).item() == torch.log(torch.tensor(3.0)).item()
-        True
+    ``weight`` and ``prior`` are buffers (they follow ``.to()`` and the state dict).
     """
 
     def __init__(
@@ -36,14 +32,25 @@ class CrossEntropyLoss(nn.Module):
         self.register_buffer("weight", weight)
         self.register_buffer("prior", prior)
 
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(SmoothedCrossEntropyOptions):
+    """Module form of :func:`labelsmooth.cross_entropy`; a drop-in for :class:`torch.nn.CrossEntropyLoss`.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> loss = labelsmooth.CrossEntropyLoss(label_smoothing=0.1, convention="others")
+        >>> loss(torch.zeros(2, 3), torch.tensor([0, 2])).item() == torch.log(torch.tensor(3.0)).item()
+        True
+    """
+
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return cross_entropy(
             input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
             convention=self.convention, prior=self.prior,
         )  # fmt: skip
-
-    def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, reduction={self.reduction!r}"
 
 
 class BCEWithLogitsLoss(nn.Module):
