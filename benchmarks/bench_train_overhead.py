@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"machine: {platform.platform()}, {threads} torch thread(s), torch {torch.__version__}")
-    print(f"median of {args.repeats}, interleaved; seconds as wall / CPU time of this process")
+    print(f"median of {args.repeats}, interleaved in rotating order; seconds as wall / CPU time of this process")
     print(f"{'case':<32} {'bare':>13} {'bare+ls loss':>13} {'train()':>13} {'ratio wall':>10} {'ratio CPU':>9}")
     for name in args.cases:
         config = RunConfig(**CASES[name])
@@ -91,9 +91,10 @@ def main() -> None:
             "train": lambda c=config: train(c, progress=args.progress, threads=args.threads),
         }
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
-            for key, fn in runs.items():
-                times[key].append(_time(fn))
+        keys = list(runs)
+        for rep in range(args.repeats):  # interleaved, so drifting machine load hits all alike, and the
+            for key in keys[rep % 3 :] + keys[: rep % 3]:  # order rotated, so no variant always runs first
+                times[key].append(_time(runs[key]))
         med = {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
         cells = " ".join(f"{med[k][0]:6.2f}/{med[k][1]:6.2f}" for k in runs)
         ratio_wall, ratio_cpu = med["train"][0] / med["bare"][0], med["train"][1] / med["bare"][1]

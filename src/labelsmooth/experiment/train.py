@@ -261,16 +261,25 @@ def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dic
 
 @contextlib.contextmanager
 def _run_settings(threads: int | None) -> Iterator[None]:
-    """Deterministic algorithms and the thread count for one run; both restored afterwards."""
+    """Deterministic algorithms and the thread count for one run; both restored afterwards.
+
+    Deterministic mode would also fill every new uninitialised tensor with NaN (a debugging aid that costs a
+    pass over each allocation and changes no result of a correct op): that is switched off for the run.
+    """
+    import torch.utils.deterministic as det
+
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    old_fill = det.fill_uninitialized_memory
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(True)
+        det.fill_uninitialized_memory = False
         yield
     finally:
+        det.fill_uninitialized_memory = old_fill
         torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
         torch.set_num_threads(old_threads)
 
