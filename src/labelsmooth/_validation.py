@@ -100,12 +100,16 @@ def check_target(input: Tensor, target: Tensor, ignore_index: int, *, check_rang
 
 
 def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """Class indices in [0, C) or equal to ignore_index: one reduction and one host sync.
+    """Class indices in [0, C) or equal to ignore_index: one reduction and one host sync (a second pair
+    when some targets lie outside [0, C), as ignored ones do).
 
     The fused losses call it after their kernels are queued, so that on a GPU the sync overlaps the work
     instead of stalling the queue before it (the kernels read clamped targets, never out of bounds).
     """
     if not target.numel():
+        return
+    low, high = torch.aminmax(target)
+    if 0 <= low.item() and high.item() < num_classes:  # the common case: one reduction
         return
     low, high = torch.stack(torch.aminmax(torch.where(target == ignore_index, 0, target))).tolist()
     if low < 0 or high >= num_classes:

@@ -58,8 +58,8 @@ def check_cross_entropy_args(
     soft = V.check_target(input, target, ignore_index, check_range=check_range)
     V.check_weight(weight, K)
     V.check_prior(prior, K, convention)
-    logits = input.movedim(cdim, -1).reshape(-1, K)
-    out_shape = target.shape if not soft else input.movedim(cdim, -1).shape[:-1]
+    logits = input if input.dim() == 2 else input.movedim(cdim, -1).reshape(-1, K)  # (M, K): class dim last
+    out_shape = target.shape if not soft else input.shape[:cdim] + input.shape[cdim + 1 :]
     if soft:
         flat_target = target.movedim(cdim, -1).reshape(-1, K)
     else:
