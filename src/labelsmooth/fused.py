@@ -11,7 +11,7 @@ from torch import Tensor
 
 from labelsmooth import _validation as V
 from labelsmooth.kernels import select_backend, torch_backend
-from labelsmooth.losses import check_cross_entropy_args, compute_dtype
+from labelsmooth.losses import check_cross_entropy_args, compute_dtype, reduce_rows
 from labelsmooth.targets import index_target_coefficients, prior_vector, smooth_probabilities
 
 
@@ -171,12 +171,7 @@ def fused_cross_entropy(
             row, grad = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=inplace, chunk_size=chunk_size)
         else:
             row, grad = kernel.loss_and_grad(z, c, grad_scale, inplace=inplace, chunk_size=chunk_size)
-        if args.reduction == "none":
-            loss = row.reshape(args.out_shape)
-        elif args.reduction == "sum":
-            loss = row.sum()
-        else:
-            loss = row.sum() / denominator
+        loss = reduce_rows(row, args.reduction, denominator, args.out_shape)
     out = loss if grad is None else _PrecomputedGrad.apply(input, loss, grad, args.reduction == "none")
     out = out.to(input.dtype)
     if not args.soft:  # last: on a GPU its one host sync waits for the work queued above, not before it

@@ -18,17 +18,10 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.kernels.torch_backend import compute_dtype
-from labelsmooth.losses import check_cross_entropy_args
+from labelsmooth.kernels.torch_backend import default_chunk_size
+from labelsmooth.losses import check_cross_entropy_args, compute_dtype
 from labelsmooth.modules import SmoothedCrossEntropyOptions
 from labelsmooth.targets import IndexTargetCoefficients, index_target_coefficients
-
-CHUNK_ELEMENTS = 1 << 24  # logits per chunk by default: 64 MiB of float32
-
-
-def default_chunk_size(num_rows: int, vocab: int) -> int:
-    """Rows per chunk: about CHUNK_ELEMENTS logits (enough rows for efficient matrix products)."""
-    return max(1, min(num_rows, CHUNK_ELEMENTS // max(vocab, 1)))
 
 
 def _chunked(

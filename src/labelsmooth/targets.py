@@ -90,13 +90,17 @@ class IndexTargetCoefficients:
         self.__dict__.update(tensors)  # computed ones stand in for the lazy properties below
 
     @functools.cached_property
+    def keep(self) -> Tensor:
+        """(M,) True on the rows whose target is not ``ignore_index``."""
+        return self.target != self.ignore_index
+
+    @functools.cached_property
     def safe_target(self) -> Tensor:
-        keep = self.target != self.ignore_index
-        return torch.where(keep, self.target, 0).clamp_(0, self.num_classes - 1)  # in bounds before validation
+        return _safe_target(self.target, self.keep, self.num_classes)
 
     @functools.cached_property
     def row_weight(self) -> Tensor:
-        return (self.target != self.ignore_index).to(self.dtype)
+        return self.keep.to(self.dtype)
 
     @functools.cached_property
     def true_coef(self) -> Tensor:
@@ -115,6 +119,11 @@ class IndexTargetCoefficients:
         if self.row_scalars is not None:  # Σ_k v_k = 1: m_i = a_i + b_i on kept rows
             return self.row_weight * sum(self.row_scalars)
         return self.true_coef + self.prior_coef * self.prior_weighted.sum()
+
+
+def _safe_target(target: Tensor, keep: Tensor, num_classes: int) -> Tensor:
+    """Ignored rows read class 0, and the clamp keeps invalid classes in bounds until they are reported."""
+    return torch.where(keep, target, 0).clamp_(0, num_classes - 1)
 
 
 def index_target_coefficients(
@@ -148,7 +157,7 @@ def index_target_coefficients(
                                        **common)  # fmt: skip
     device = target.device
     keep = target != ignore_index
-    safe_target = torch.where(keep, target, 0).clamp_(0, num_classes - 1)
+    safe_target = _safe_target(target, keep, num_classes)
     prior_vec = prior_vector(prior, num_classes, dtype=dtype, device=device)
     w = torch.ones(num_classes, dtype=dtype, device=device) if weight is None else weight.to(dtype=dtype, device=device)
     s = class_smoothing(label_smoothing, convention, prior_vec)[safe_target]
@@ -159,6 +168,7 @@ def index_target_coefficients(
         prior_coef=torch.where(keep, s, torch.zeros((), dtype=dtype, device=device)),
         prior_weighted=w * prior_vec,
         row_weight=row_weight,
+        keep=keep,
         safe_target=safe_target,
         **common,
     )  # fmt: skip

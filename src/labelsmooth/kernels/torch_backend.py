@@ -22,13 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from labelsmooth.losses import compute_dtype
 from labelsmooth.targets import IndexTargetCoefficients
 
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk by default: 64 MiB of float32 (see module docstring)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
 
 
 def default_chunk_size(num_rows: int, num_classes: int) -> int:
@@ -100,11 +97,10 @@ def row_loss(logits: Tensor, coefs: IndexTargetCoefficients, *, chunk_size: int 
         z = logits[start:stop].to(cdtype)
         z_y = z.gather(1, coefs.safe_target[start:stop].unsqueeze(1)).squeeze(1)
         lse = torch.logsumexp(z, 1)
-        out[start:stop] = (
-            coefs.row_mass[start:stop].to(cdtype) * lse
-            - coefs.true_coef[start:stop].to(cdtype) * z_y
-            - coefs.prior_coef[start:stop].to(cdtype) * (z @ v)
-        )
+        loss = coefs.row_mass[start:stop].to(cdtype) * lse - coefs.true_coef[start:stop].to(cdtype) * z_y
+        if coefs.smoothing:  # a host-side fact, as in loss_and_grad
+            loss = loss - coefs.prior_coef[start:stop].to(cdtype) * (z @ v)
+        out[start:stop] = loss
     return out
 
 
