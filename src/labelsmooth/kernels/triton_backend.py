@@ -36,6 +36,7 @@ import sys
 import torch
 from torch import Tensor
 
+from labelsmooth.losses import compute_dtype
 from labelsmooth.targets import IndexTargetCoefficients
 
 # Imported on first use (_import_triton), never with this module: Triton fixes its interpreter mode when
@@ -256,7 +257,7 @@ def loss_and_grad(
         )
     block = min(triton.next_power_of_2(K), MAX_BLOCK) if block_size is None else check_block_size(block_size)
     block = max(block, 16)
-    acc_dtype = torch.promote_types(logits.dtype, torch.float32)
+    acc_dtype = compute_dtype(logits.dtype)
     acc = tl.float64 if acc_dtype == torch.float64 else tl.float32
     device = logits.device
     # no weights, no prior: the kernel derives a, b, m and v from three numbers (passed as float32, so
