@@ -26,7 +26,7 @@ class _PrecomputedGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, loss: Tensor, grad: Tensor, per_row: bool) -> Tensor:  # type: ignore[override]
         # grad is (M, K), class dimension last; hand it back in the input's layout (a view, no copy).
-        cdim = 0 if input.dim() == 1 else 1
+        cdim = V.class_dim(input)
         ctx.grad = grad.reshape(input.movedim(cdim, -1).shape).movedim(-1, cdim)
         ctx.per_row = per_row
         return loss
@@ -40,7 +40,7 @@ class _PrecomputedGrad(torch.autograd.Function):
                 "computed in the forward pass and handed over without a copy; recompute the loss"
             )
         if ctx.per_row:
-            cdim = 0 if grad.dim() == 1 else 1
+            cdim = V.class_dim(grad)
             return grad * grad_output.unsqueeze(cdim).to(grad.dtype), None, None, None
         if bool(grad_output != 1):
             return grad * grad_output.to(grad.dtype), None, None, None
