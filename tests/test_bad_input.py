@@ -41,11 +41,22 @@ def test_prior_sum_tolerance_is_1e_minus_6():
 
 
 @pytest.mark.parametrize("bad", [3, -1, -101, 100])
-def test_target_out_of_range_names_the_value(bad):
+@pytest.mark.parametrize(
+    "options", [{}, dict(label_smoothing=0.1), dict(label_smoothing=0.1, convention="others"), dict(reduction="none")]
+)
+def test_target_out_of_range_names_the_value(bad, options):
     y = Y.clone()
     y[2] = bad
-    with pytest.raises(ValueError, match=rf"`target`.*\[0, 3\).*ignore_index=-100.*got {bad}"):
-        ls.cross_entropy(Z, y)
+    with pytest.raises(ValueError, match=rf"`target`.*\[0, 3\).*ignore_index=-100.*got {bad}") as caught:
+        ls.cross_entropy(Z, y, **options)
+    assert caught.value.__context__ is None  # our error alone, not chained to torch's IndexError
+
+
+def test_target_out_of_range_on_nd_input_names_the_value():
+    y = torch.zeros(2, 5, dtype=torch.long)
+    y[1, 3] = 9
+    with pytest.raises(ValueError, match=r"`target`.*\[0, 3\).*got 9"):
+        ls.cross_entropy(torch.randn(2, 3, 5), y, label_smoothing=0.2)
 
 
 def test_custom_ignore_index_is_accepted_and_others_are_not():
