@@ -3,7 +3,7 @@
     python benchmarks/bench_fused.py [--reps 5] [--quick]
 
 Each case runs in its own process (``--case NAME``), so allocator state and caches never leak between
-cases. In the child: one warm-up step, then ``reps`` timed forward+backward steps (median reported;
+cases. In the child: one warm-up step (which also compiles the ``backend="compiled"`` kernels), then ``reps`` timed forward+backward steps (median reported;
 gradients are reset and inputs rebuilt outside the timed region). Memory: after the timed steps the child
 frees everything it can (``gc.collect`` and glibc ``malloc_trim(0)``, which returns freed heap pages to the
 OS), reads VmRSS, resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``), runs one
@@ -41,6 +41,9 @@ CASES = {
     "fused": ("ce", "fused_cross_entropy ε=0.1"),
     "fused_inplace": ("ce", "fused_cross_entropy ε=0.1 inplace=True"),
     "fused_eps0": ("ce", "fused_cross_entropy ε=0"),
+    "compiled": ("ce", "fused_cross_entropy ε=0.1, backend='compiled'"),
+    "compiled_inplace": ("ce", "fused_cross_entropy ε=0.1 inplace=True, backend='compiled'"),
+    "compiled_eps0": ("ce", "fused_cross_entropy ε=0, backend='compiled'"),
     "torch_linear_ce": ("lin", "torch linear + F.cross_entropy(label_smoothing=0.1)"),
     "torch_chunked": ("lin", "torch F.linear_cross_entropy(options=LinearCrossEntropyOptions()), ε=0"),
     "linear": ("lin", "linear_cross_entropy ε=0.1"),
@@ -73,14 +76,15 @@ def _make_case(name: str):
         y = torch.randint(0, K, (N,), generator=g)
         leaf = base.clone().requires_grad_()
 
-        if name == "fused_inplace":
+        backend = "compiled" if name.startswith("compiled") else "auto"
+        if name.endswith("_inplace"):
 
             def prepare():
                 leaf.grad = None
                 return leaf.clone()  # a non-leaf activation, overwritten by its gradient
 
             def step(z):
-                loss = labelsmooth.fused_cross_entropy(z, y, label_smoothing=0.1, inplace=True)
+                loss = labelsmooth.fused_cross_entropy(z, y, label_smoothing=0.1, inplace=True, backend=backend)
                 return torch.autograd.grad(loss, z)
 
             return prepare, step
@@ -91,8 +95,10 @@ def _make_case(name: str):
 
         if name == "torch_ce":
             return prepare, lambda z: torch.autograd.grad(F.cross_entropy(z, y, label_smoothing=0.1), z)
-        eps = 0.0 if name == "fused_eps0" else 0.1
-        return prepare, lambda z: torch.autograd.grad(labelsmooth.fused_cross_entropy(z, y, label_smoothing=eps), z)
+        eps = 0.0 if name.endswith("_eps0") else 0.1
+        return prepare, lambda z: torch.autograd.grad(
+            labelsmooth.fused_cross_entropy(z, y, label_smoothing=eps, backend=backend), z
+        )
 
     N, D, V = LIN["N"], LIN["D"], LIN["V"]
     h = (torch.randn(N, D, generator=g) / D**0.5).requires_grad_()
@@ -151,23 +157,25 @@ def machine() -> dict:
 
 
 def table(results: dict) -> tuple[list[list[str]], dict]:
-    logits_ce = CE["N"] * CE["K"] * 4
-    r = {k: v for k, v in results.items()}
-    t_ce, t_lin = r["torch_ce"]["median_s"], r["torch_linear_ce"]["median_s"]
-    m_lin = r["torch_linear_ce"]["extra_peak_bytes"]
+    """Rows of the markdown table and the ratios, for the groups that ran."""
+    r = results
+    base = {"ce": ("torch_ce", "× logits"), "lin": ("torch_linear_ce", "× unfused")}
     rows, ratios = [], {}
     for name, (group, desc) in CASES.items():
-        res = r[name]
-        t, mem = res["median_s"], res["extra_peak_bytes"]
-        if group == "ce":
-            tr, mr, mlabel = t / t_ce, mem / logits_ce, "× logits"
-        else:
-            tr, mr, mlabel = t / t_lin, mem / m_lin, "× unfused"
+        if name not in r:
+            continue
+        t, mem = r[name]["median_s"], r[name]["extra_peak_bytes"]
+        ref, mlabel = base[group]
+        tr = t / r[ref]["median_s"]
+        mr = mem / (CE["N"] * CE["K"] * 4 if group == "ce" else r[ref]["extra_peak_bytes"])
         ratios[name] = {"time_vs_torch": tr, "mem_ratio": mr, "mem_unit": mlabel}
         rows.append([name, desc, f"{t:.3f}", f"{tr:.2f}", f"{mem / 2**20:.0f}", f"{mr:.3f} {mlabel}"])
-    ratios["smoothing_overhead_fused"] = r["fused"]["median_s"] / r["fused_eps0"]["median_s"] - 1
-    ratios["smoothing_overhead_linear"] = r["linear"]["median_s"] / r["linear_eps0"]["median_s"] - 1
-    ratios["linear_vs_torch_chunked"] = r["linear"]["median_s"] / r["torch_chunked"]["median_s"]
+    for label, smoothed, plain in [("fused", "fused", "fused_eps0"), ("fused compiled", "compiled", "compiled_eps0"),
+                                   ("linear", "linear", "linear_eps0")]:  # fmt: skip
+        if smoothed in r:
+            ratios[f"smoothing_overhead {label}"] = r[smoothed]["median_s"] / r[plain]["median_s"] - 1
+    if "linear" in r:
+        ratios["linear_vs_torch_chunked"] = r["linear"]["median_s"] / r["torch_chunked"]["median_s"]
     return rows, ratios
 
 
@@ -175,13 +183,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=list(CASES), help="(internal) run one case in this process")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per case (>= 5)")
+    parser.add_argument("--group", choices=["ce", "lin"], help="run only the cross-entropy or the linear cases")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_child(args.case, args.reps)))
         return
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
     results = {}
-    for name in CASES:
+    for name in [n for n, (group, _) in CASES.items() if args.group in (None, group)]:
         proc = subprocess.run(
             [sys.executable, __file__, "--case", name, "--reps", str(args.reps)],
             env=env, capture_output=True, text=True, check=True,
@@ -195,15 +204,24 @@ def main() -> None:
     header = ["case", "what", "median s", "time / torch", "extra peak MiB", "extra peak ratio"]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
     md.append("")
-    md.append(f"smoothing overhead vs ε=0: fused {ratios['smoothing_overhead_fused']:+.1%}, "
-              f"linear {ratios['smoothing_overhead_linear']:+.1%}; "
-              f"linear / torch chunked (ε=0) time: {ratios['linear_vs_torch_chunked']:.2f}")  # fmt: skip
+    overheads = ", ".join(f"{k.split(' ', 1)[1]} {v:+.1%}" for k, v in ratios.items() if k.startswith("smoothing"))
+    md.append(f"smoothing overhead vs ε=0: {overheads}")
+    if "linear_vs_torch_chunked" in ratios:
+        md.append(f"linear / torch chunked (ε=0) time: {ratios['linear_vs_torch_chunked']:.2f}")
     print("\n".join(md))
     info = machine()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    config = {"ce": CE, "linear": LIN, "reps": args.reps, "dtype": "float32", "machine": info, "utc": stamp}
+    config = {
+        "ce": CE,
+        "linear": LIN,
+        "group": args.group,
+        "reps": args.reps,
+        "dtype": "float32",
+        "machine": info,
+        "utc": stamp,
+    }
     (out / f"bench_fused-{stamp}.json").write_text(
         json.dumps({"config": config, "results": results, "ratios": ratios}, indent=1)
     )

@@ -12,7 +12,9 @@ Every backend module provides::
   written into the logits' storage when ``inplace=True``.
 
 Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
-device-agnostic PyTorch; a Triton backend (``labelsmooth.kernels.triton_backend``) slots in when present.
+device-agnostic PyTorch; a Triton backend (``labelsmooth.kernels.triton_backend``) slots in when present;
+:mod:`.compiled_backend` is the same computation fused by ``torch.compile`` (opt-in: it compiles on first
+use and needs a C++ compiler), the fast path on CPUs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 from types import ModuleType
 
 from torch import Tensor
@@ -27,7 +30,7 @@ from torch import Tensor
 from labelsmooth import _validation as V
 from labelsmooth.kernels import torch_backend
 
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "triton", "compiled")
 
 
 def _triton_available() -> bool:
@@ -37,15 +40,33 @@ def _triton_available() -> bool:
     )
 
 
+def _cxx_compiler() -> str | None:
+    """The C++ compiler TorchInductor would call, if it is installed."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return shutil.which(get_cpp_compiler())
+    except Exception:  # no compiler found, or an Inductor without this helper
+        return None
+
+
 def select_backend(backend: str, logits: Tensor) -> ModuleType:
     """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run, else torch.
 
     "triton" raises ValueError where it cannot run: triton (or the Triton backend) missing, or CPU tensors
-    without ``TRITON_INTERPRET=1``. Triton is imported only here, lazily.
+    without ``TRITON_INTERPRET=1``. "compiled" raises ValueError when no C++ compiler is found. Triton and
+    the compiled backend are imported only here, lazily.
     """
     backend = V.check_choice("backend", backend, BACKENDS)
     if backend == "torch":
         return torch_backend
+    if backend == "compiled":
+        if logits.device.type == "cpu" and _cxx_compiler() is None:
+            raise ValueError(
+                "Expected argument `backend` to be 'compiled' only where torch.compile can build CPU kernels, "
+                "but no C++ compiler (g++ or clang++, or $CXX) was found; use backend='torch'"
+            )
+        return importlib.import_module("labelsmooth.kernels.compiled_backend")
     runnable = logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
     if backend == "auto":
         if logits.is_cuda and _triton_available():
