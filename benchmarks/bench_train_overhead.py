@@ -76,13 +76,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true", help="let train() draw its progress bar")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument(
+        "--with-ls-loss", action="store_true", help="also time the bare loop with labelsmooth.cross_entropy"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"machine: {platform.platform()}, {threads} torch thread(s), torch {torch.__version__}")
-    print(f"median of {args.repeats}, interleaved in rotating order; seconds as wall / CPU time of this process")
-    print("ratio CPU: median over repeats of train()/bare within the same repeat, [25th, 75th percentile]")
-    print(f"{'case':<32} {'bare':>13} {'bare+ls loss':>13} {'train()':>13} {'ratio wall':>10} {'ratio CPU':>21}")
+    print(f"median of {args.repeats}, alternating, the order flipped (rotated) every repeat; wall / CPU seconds")
+    print("ratio: median over repeats of train()/bare within the same repeat; CPU: [25th, 75th percentile]")
+    names = ["bare", "bare+ls", "train"] if args.with_ls_loss else ["bare", "train"]
+    print(f"{'case':<32} " + " ".join(f"{n:>13}" for n in names) + f" {'ratio wall':>10} {'ratio CPU':>21}")
     for name in args.cases:
         config = RunConfig(**CASES[name])
         load_data(config.dataset, None, config.train_size, config.test_size)  # load once, outside the timing
@@ -91,13 +95,12 @@ def main() -> None:
             "bare+ls": lambda c=config: bare_loop(c, labelsmooth.cross_entropy),
             "train": lambda c=config: train(c, progress=args.progress, threads=args.threads),
         }
-        times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
-        keys = list(runs)
-        for rep in range(args.repeats):  # interleaved, so drifting machine load hits all alike, and the
-            for key in keys[rep % 3 :] + keys[: rep % 3]:  # order rotated, so no variant always runs first
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
+        for rep in range(args.repeats):  # interleaved, so drifting machine load hits all alike, and the order
+            for key in names[rep % len(names) :] + names[: rep % len(names)]:  # rotated: no variant always first
                 times[key].append(_time(runs[key]))
         med = {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
-        cells = " ".join(f"{med[k][0]:6.2f}/{med[k][1]:6.2f}" for k in runs)
+        cells = " ".join(f"{med[k][0]:6.2f}/{med[k][1]:6.2f}" for k in names)
         ratio_wall = statistics.median(t[0] / b[0] for t, b in zip(times["train"], times["bare"]))
         paired = [t[1] / b[1] for t, b in zip(times["train"], times["bare"])]  # same repeat: same machine load
         q1, ratio_cpu, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3

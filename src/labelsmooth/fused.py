@@ -113,7 +113,9 @@ def fused_cross_entropy(
             :func:`labelsmooth.cross_entropy`.
         inplace: write the gradient into the input's buffer (destroys the logits).
         chunk_size: rows per chunk; None picks ~2**24 logits per chunk.
-        backend: "auto", "torch" or "triton" (:func:`labelsmooth.kernels.select_backend`).
+        backend: "auto", "torch", "triton" or "compiled" (:func:`labelsmooth.kernels.select_backend`).
+            "compiled" is :mod:`labelsmooth.kernels.compiled_backend`: the chunk fused by ``torch.compile``
+            (smoothing nearly free; compiles on first use; needs a C++ compiler on CPUs).
 
     Returns:
         The loss in the input's dtype: a scalar, or per-element for ``reduction="none"``.
