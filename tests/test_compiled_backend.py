@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import labelsmooth
-from labelsmooth import fused_cross_entropy
-from labelsmooth import kernels
+from labelsmooth import fused_cross_entropy, kernels
 from labelsmooth.kernels import select_backend
 
 K = 7
