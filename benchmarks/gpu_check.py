@@ -39,6 +39,7 @@ EPS = 0.1  # label smoothing ε of every benchmark row (uniform convention: what
 IGNORE = -100
 DEFAULT_ROWS = 8192  # B·T
 DEFAULT_VOCAB = (32768, 131072)
+FUSED_BACKENDS = ("torch", "triton", "compiled")  # "compiled": torch.compile's own (Inductor-made Triton) kernel
 TOLERANCE = {  # (rtol, atol) for losses and for gradients
     torch.float32: dict(loss=(1e-5, 1e-6), grad=(1e-5, 1e-7)),
     # the reference runs in float32 on the very bfloat16 values; the kernels compute in float32 and round
@@ -137,7 +138,7 @@ def check_fused(device: str, fused: Callable, shape: tuple[int, int] = CHECK_SHA
         for label, z, y, opts in check_problems(device, dtype, *shape):
             for reduction in ("mean", "none"):
                 ref_loss, ref_grad = reference(z, y, opts, reduction)
-                for backend in ("torch", "triton"):
+                for backend in FUSED_BACKENDS:
                     for inplace in (False, True):
                         name = f"fused {backend} {label}, {reduction}{', in place' if inplace else ''}"
                         zz = z.clone().requires_grad_(True) * 1.0  # an activation: in place needs a non-leaf
@@ -169,7 +170,7 @@ def methods(fused: Callable | None, liger_loss: Callable | None, liger_status: s
     out: dict[str, Callable | str] = {
         "torch F.cross_entropy": lambda z, y: F.cross_entropy(z, y, label_smoothing=EPS),
     }
-    for backend in ("torch", "triton"):
+    for backend in FUSED_BACKENDS:
         for inplace in (False, True):
             name = f"labelsmooth fused, {backend}{', in place' if inplace else ''}"
             if fused is None:
@@ -306,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
     parser.add_argument("--check-only", action="store_true", help="correctness checks only, no timing")
     args = parser.parse_args(argv)
+    for limit in ("recompile_limit", "cache_size_limit"):  # the compiled backend meets many shapes and dtypes here
+        if hasattr(torch._dynamo.config, limit):
+            setattr(torch._dynamo.config, limit, 64)
     if not torch.cuda.is_available():
         print(
             "gpu_check: no CUDA device (torch.cuda.is_available() is False): nothing was checked or measured, "

@@ -89,7 +89,8 @@ def loss_and_grad(
     s = grad_scale.to(cdtype).contiguous()
     tgt = coefs.safe_target.long().contiguous()
     kernel = _compiled()
-    chunk = chunk_size or default_chunk_size(M, K)
+    # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
+    chunk = chunk_size or (M if logits.is_cuda else default_chunk_size(M, K))
     for start in range(0, M, chunk):
         rows = slice(start, min(start + chunk, M))
         out = None if inplace else grad[rows]
