@@ -14,7 +14,7 @@ Every backend module provides::
 Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
 device-agnostic PyTorch; a Triton backend (``labelsmooth.kernels.triton_backend``) slots in when present;
 :mod:`.compiled_backend` is the same computation fused by ``torch.compile`` (opt-in: it compiles on first
-use and needs a C++ compiler), the fast path on CPUs.
+use and needs a C++ compiler), in which smoothing costs almost nothing on CPUs (docs/performance.md).
 """
 
 from __future__ import annotations
