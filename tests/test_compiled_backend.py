@@ -9,27 +9,9 @@ import torch
 import labelsmooth
 from labelsmooth import fused_cross_entropy, kernels
 from labelsmooth.kernels import select_backend
-
-K = 7
+from tests.test_fused import _case, _value_and_grad  # the same problems as the plain backend's tests
 
 pytestmark = pytest.mark.skipif(kernels._cxx_compiler() is None, reason="torch.compile needs a C++ compiler")
-
-
-def _case(seed, n=11, dims=()):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn((n, K, *dims), generator=g, dtype=torch.float64) * 3
-    y = torch.randint(0, K, (n, *dims), generator=g)
-    y.view(-1)[::4] = -100
-    w = torch.rand(K, generator=g, dtype=torch.float64) + 0.5
-    prior = torch.rand(K, generator=g, dtype=torch.float64) + 0.1
-    return z, y, w, prior / prior.sum()
-
-
-def _value_and_grad(fn, z, y, upstream=None, **kw):
-    z = z.clone().requires_grad_()
-    loss = fn(z, y, **kw)
-    loss.backward(upstream if upstream is not None else torch.ones_like(loss))
-    return loss.detach(), z.grad
 
 
 def test_backend_is_selected_by_name_and_refused_without_a_compiler(monkeypatch):
