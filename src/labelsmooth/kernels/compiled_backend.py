@@ -26,15 +26,11 @@ import functools
 import torch
 from torch import Tensor
 
+from labelsmooth.kernels.torch_backend import default_chunk_size
 from labelsmooth.losses import compute_dtype
 from labelsmooth.targets import IndexTargetCoefficients
 
-CHUNK_ELEMENTS = 1 << 21  # logits per chunk by default: 8 MiB of float32, 65 rows at K = 32,000
-
-
-def default_chunk_size(num_rows: int, num_classes: int) -> int:
-    """Rows per chunk: about CHUNK_ELEMENTS logits (cache-sized), at least 1 row, at most all rows."""
-    return max(1, min(num_rows, CHUNK_ELEMENTS // max(num_classes, 1)))
+CHUNK_ELEMENTS = 1 << 21  # logits per chunk by default (cache-sized): 8 MiB of float32, 65 rows at K = 32,000
 
 
 def _rows(
@@ -49,10 +45,11 @@ def _rows(
     zc = z.to(compute_dtype(z.dtype))
     mx = zc.amax(1)
     z_y = zc.gather(1, tgt.unsqueeze(1)).squeeze(1)
+    # exp written twice on purpose: one shared tensor makes Inductor store a chunk-sized buffer between
+    # loops 2 and 3, where two expressions are recomputed in registers
     sumexp = torch.exp(zc - mx.unsqueeze(1)).sum(1)
     loss = m * (mx + sumexp.log()) - a * z_y
-    factor = (s * m / sumexp).unsqueeze(1)
-    grad = torch.exp(zc - mx.unsqueeze(1)) * factor
+    grad = torch.exp(zc - mx.unsqueeze(1)) * (s * m / sumexp).unsqueeze(1)
     if v is not None:
         loss = loss - b * ((zc * v).sum(1) if v.dim() else zc.sum(1) * v)
         grad = grad - (s * b).unsqueeze(1) * v
@@ -90,7 +87,7 @@ def loss_and_grad(
     tgt = coefs.safe_target.long().contiguous()
     kernel = _compiled()
     # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
-    chunk = chunk_size or (M if logits.is_cuda else default_chunk_size(M, K))
+    chunk = chunk_size or (M if logits.is_cuda else default_chunk_size(M, K, CHUNK_ELEMENTS))
     for start in range(0, M, chunk):
         rows = slice(start, min(start + chunk, M))
         out = None if inplace else grad[rows]

@@ -28,9 +28,9 @@ from labelsmooth.targets import IndexTargetCoefficients
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk by default: 64 MiB of float32 (see module docstring)
 
 
-def default_chunk_size(num_rows: int, num_classes: int) -> int:
-    """Rows per chunk: about CHUNK_ELEMENTS logits, at least 1 row, at most all rows."""
-    return max(1, min(num_rows, CHUNK_ELEMENTS // max(num_classes, 1)))
+def default_chunk_size(num_rows: int, num_classes: int, elements: int = CHUNK_ELEMENTS) -> int:
+    """Rows per chunk: about ``elements`` logits (CHUNK_ELEMENTS by default), at least 1 row, at most all rows."""
+    return max(1, min(num_rows, elements // max(num_classes, 1)))
 
 
 def loss_and_grad(
