@@ -47,3 +47,38 @@ def test_python_dash_m_works():
     )
     assert r.returncode == 0, r.stderr
     assert "others" in r.stdout
+
+
+def test_explain_prints_how_each_framework_normalises(capsys):
+    from labelsmooth.cli.explain import NORMALISATION
+    from labelsmooth.conventions import FRAMEWORKS
+
+    assert main(["explain", "-K", "10", "--smoothing", "0.1", "--convention", "fairseq"]) == 0
+    out = capsys.readouterr().out
+    assert set(NORMALISATION) == set(FRAMEWORKS)  # a note for every framework convert_smoothing knows
+    for setting, note in NORMALISATION.values():
+        assert f"{setting}: {note}" in out
+    assert "sample_size" in out and "num_items_in_batch" in out
+
+
+@pytest.mark.parametrize(
+    "argv, flag, value",
+    [
+        (["-K", "1", "--smoothing", "0.1"], "--classes", "got 1"),
+        (["-K", "10", "--gamma", "0.05"], "--gamma", "got 0.05"),
+        (["-K", "10", "--gamma", "1.5"], "--gamma", "got 1.5"),
+        (["-K", "10", "--smoothing", "-0.1"], "--smoothing", "got -0.1"),
+        (["-K", "10", "--smoothing", "0.95", "--convention", "fairseq"], "--smoothing", "[0, 0.9)"),
+        (["-K", "10", "--smoothing", "nan"], "--smoothing", "got nan"),
+        (["-K", "10", "--smoothing", "0.1", "--convention", "bogus"], "--convention", "got 'bogus'"),
+        (["-K", "10", "--smoothing", "0.1", "--convention", "gamma"], "--convention", "use --gamma"),
+        (["-K", "10", "--gamma", "0.9", "--convention", "torch"], "--convention", "not to --gamma"),
+    ],
+)
+def test_explain_errors_name_the_flag_not_an_internal_argument(argv, flag, value, capsys):
+    assert main(["explain", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("labelsmooth explain: error:")
+    assert flag in err and value in err
+    for internal in ("`value`", "`num_classes`", "`source`", "`target`"):
+        assert internal not in err
