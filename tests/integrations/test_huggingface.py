@@ -127,8 +127,7 @@ def test_loss_func_bad_input_names_the_argument():
 # ------------------------------------------------------------------------------------------------ patch
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
-@pytest.mark.parametrize("num_items", [None, 19])
+@pytest.mark.parametrize("family, num_items", [("llama", None), ("llama", 19), ("qwen2", 19), ("gpt2", 19)])
 def test_patched_loss_and_gradients_equal_the_unpatched_model_with_the_trainers_smoother(family, num_items):
     ids, labels = batch()
     plain = tiny_model(family).double()
@@ -354,3 +353,27 @@ def test_the_library_core_does_not_import_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert ls.__name__ == "labelsmooth"
+
+
+def test_a_deep_copy_of_a_patched_model_is_patched_and_uses_its_own_weights():
+    import copy
+
+    ids, labels = batch()
+    model = hf.patch(tiny_model().double(), label_smoothing=0.1).train()
+    twin = copy.deepcopy(model)  # as a reference model is made in RL and distillation set-ups
+    with torch.no_grad():
+        twin.lm_head.weight.mul_(2.0)
+    a, b = model(input_ids=ids, labels=labels), twin(input_ids=ids, labels=labels)
+    assert a.logits is None and b.logits is None and not torch.allclose(a.loss, b.loss)
+    b.loss.backward()
+    assert model.lm_head.weight.grad is None and twin.lm_head.weight.grad is not None
+    expected = hf.loss_func(0.1)(hf.unpatch(twin).eval()(input_ids=ids), labels)
+    torch.testing.assert_close(b.loss, expected, rtol=1e-10, atol=0)
+
+
+def test_return_dict_false_gives_a_tuple_with_the_loss_first():
+    ids, labels = batch()
+    model = hf.patch(tiny_model().double(), label_smoothing=0.1).train()
+    out = model(input_ids=ids, labels=labels, return_dict=False)
+    assert isinstance(out, tuple)
+    torch.testing.assert_close(out[0], model(input_ids=ids, labels=labels).loss, rtol=1e-12, atol=0)

@@ -33,8 +33,8 @@ signatures when the loss is built, so keywords those functions gain later work h
 
 from __future__ import annotations
 
-import functools
 import inspect
+import types
 import warnings
 from typing import Any
 
@@ -50,6 +50,7 @@ IGNORE_INDEX = -100
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")
 
 _LOSS_ATTR = "_labelsmooth_patch"
+_ORIGINAL_ATTR = "_labelsmooth_original_forward"
 
 
 def _check_loss_kwargs(fn: Any, loss_kwargs: dict[str, Any], caller: str) -> None:
@@ -333,54 +334,62 @@ def _patch_model(model, label_smoothing, convention, prior, loss_kwargs):
     if getattr(model, _LOSS_ATTR, None) is not None:
         setattr(model, _LOSS_ATTR, settings)  # already patched: new settings, same forward
         return model
-    original = model.forward
     setattr(model, _LOSS_ATTR, settings)
+    # The forward it had (a bound method: copy.deepcopy rebinds it to the copy, as it does the patched one).
+    setattr(model, _ORIGINAL_ATTR, model.forward)
 
-    # The instance attribute keeps the class forward's signature: the Trainer reads it to decide which batch
-    # columns to keep and whether the model takes num_items_in_batch.
-    @functools.wraps(original)
-    def forward(*args: Any, labels: Tensor | None = None, **kwargs: Any):
-        self = model
-        s: _Settings = getattr(self, _LOSS_ATTR)
-        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        shift_labels = kwargs.pop("shift_labels", None)
-        if labels is None and shift_labels is None:
-            if self.training and torch.is_grad_enabled() and not s.warned_no_labels:
-                s.warned_no_labels = True
-                warnings.warn(
-                    "labelsmooth: the patched model got no labels in a training forward pass, so it builds the full "
-                    "logits; if a transformers Trainer with label_smoothing_factor runs it, call "
-                    "labelsmooth.integrations.huggingface.patch(trainer) so that the labels reach the model",
-                    stacklevel=2,
-                )
-            return original(*args, **kwargs)
-        keep = kwargs.get("logits_to_keep", 0)
-        if not self.training or not (isinstance(keep, int) and keep == 0):
-            out = original(*args, **kwargs)
-            loss = _loss_from_logits(out["logits"], labels, shift_labels, num_items_in_batch, s)
-            return _replace(out, loss=loss)
-        captured: dict[str, Tensor] = {}
+    def forward(self, *args: Any, labels: Tensor | None = None, **kwargs: Any):
+        return _patched_forward(self, args, labels, kwargs)
 
-        def skip_projection(module, inputs):
-            (hidden,) = inputs
-            captured["hidden"] = hidden
-            return (hidden[..., :0, :],)  # the head then projects zero positions: a (B, 0, V) tensor
-
-        handle = head.register_forward_pre_hook(skip_projection)
-        try:
-            out = original(*args, **kwargs)
-        finally:
-            handle.remove()
-        if "hidden" not in captured:
-            raise RuntimeError(
-                f"labelsmooth patch: {type(self).__name__}.forward did not call its output head; cannot take the loss "
-                "from the final hidden states"
-            )
-        loss = _loss_from_hidden(captured["hidden"], head, labels, shift_labels, num_items_in_batch, s)
-        return _replace(out, loss=loss, logits=None)
-
-    model.forward = forward
+    # The Trainer reads the forward's signature to choose the batch columns it keeps and to decide whether the
+    # model takes num_items_in_batch: keep the class forward's.
+    forward.__signature__ = inspect.signature(type(model).forward)  # type: ignore[attr-defined]
+    model.forward = types.MethodType(forward, model)
     return model
+
+
+def _patched_forward(self, args: tuple, labels: Tensor | None, kwargs: dict):
+    s: _Settings = getattr(self, _LOSS_ATTR)
+    original = getattr(self, _ORIGINAL_ATTR)
+    num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+    shift_labels = kwargs.pop("shift_labels", None)
+    if labels is None and shift_labels is None:
+        if self.training and torch.is_grad_enabled() and not s.warned_no_labels:
+            s.warned_no_labels = True
+            warnings.warn(
+                "labelsmooth: the patched model got no labels in a training forward pass, so it builds the full "
+                "logits; if a transformers Trainer with label_smoothing_factor runs it, call "
+                "labelsmooth.integrations.huggingface.patch(trainer) so that the labels reach the model",
+                stacklevel=3,
+            )
+        return original(*args, **kwargs)
+    as_tuple = kwargs.pop("return_dict", True) is False
+    keep = kwargs.get("logits_to_keep", 0)
+    if not self.training or not (isinstance(keep, int) and keep == 0):
+        out = original(*args, **kwargs)
+        out = _replace(out, loss=_loss_from_logits(out["logits"], labels, shift_labels, num_items_in_batch, s))
+        return out.to_tuple() if as_tuple else out
+    head = _output_head(self)
+    captured: dict[str, Tensor] = {}
+
+    def skip_projection(module, inputs):
+        (hidden,) = inputs
+        captured["hidden"] = hidden
+        return (hidden[..., :0, :],)  # the head then projects zero positions: a (B, 0, V) tensor
+
+    handle = head.register_forward_pre_hook(skip_projection)
+    try:
+        out = original(*args, **kwargs)
+    finally:
+        handle.remove()
+    if "hidden" not in captured:
+        raise RuntimeError(
+            f"labelsmooth patch: {type(self).__name__}.forward did not call its output head; cannot take the loss "
+            "from the final hidden states"
+        )
+    loss = _loss_from_hidden(captured["hidden"], head, labels, shift_labels, num_items_in_batch, s)
+    out = _replace(out, loss=loss, logits=None)
+    return out.to_tuple() if as_tuple else out
 
 
 def _replace(out: Any, **fields: Any):
@@ -445,4 +454,5 @@ def unpatch(model: Any):
     if getattr(model, _LOSS_ATTR, None) is not None:
         del model.forward
         delattr(model, _LOSS_ATTR)
+        delattr(model, _ORIGINAL_ATTR)
     return model
