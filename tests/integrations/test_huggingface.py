@@ -377,3 +377,17 @@ def test_return_dict_false_gives_a_tuple_with_the_loss_first():
     out = model(input_ids=ids, labels=labels, return_dict=False)
     assert isinstance(out, tuple)
     torch.testing.assert_close(out[0], model(input_ids=ids, labels=labels).loss, rtol=1e-12, atol=0)
+
+
+def test_a_batch_with_every_label_ignored_gives_zero_and_zero_gradients_not_nan():
+    ids, _ = batch()
+    labels = torch.full_like(ids, -100)
+    model = hf.patch(tiny_model().double(), label_smoothing=0.1).train()
+    loss = model(input_ids=ids, labels=labels).loss
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(g).all() and not g.any() for g in grads(model))
+    logits = torch.randn(2, 4, 9, requires_grad=True)
+    loss = hf.loss_func(0.1)({"logits": logits}, torch.full((2, 4), -100))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))

@@ -17,7 +17,8 @@ shift) and :math:`\ell_i` the smoothed per-token loss of :func:`labelsmooth.cros
 With ``convention="uniform"`` and no prior this is term for term the Trainer's own ``LabelSmoother``
 (transformers/trainer_pt_utils.py: NLL sum ÷ d times 1 − ε, plus ε times the sum over tokens of the mean
 over the vocabulary of −log p, ÷ d), so under gradient accumulation it gives the gradient of the whole
-accumulated batch (the fix of transformers#46731, PR #47261).
+accumulated batch (the fix of transformers#46731, PR #47261). One difference: a batch in which every label
+is −100 gives 0 (and zero gradients) here, NaN there.
 
 The full-logits trap: when ``TrainingArguments(label_smoothing_factor=ε)`` is set, ``Trainer.compute_loss``
 pops ``labels`` before the forward pass and smooths the logits afterwards, so a forward that computes the
@@ -91,7 +92,7 @@ def _shift(labels: Tensor, shift_labels: Tensor | None) -> Tensor:
 
 def _denominator(n_active: Tensor, num_items_in_batch: Tensor | int | float | None, device) -> Tensor | int | float:
     if num_items_in_batch is None:
-        return n_active
+        return n_active.clamp(min=1)  # a batch with nothing to predict gives 0 and zero gradients, not NaN
     if isinstance(num_items_in_batch, Tensor):
         return num_items_in_batch.to(device)
     return num_items_in_batch
