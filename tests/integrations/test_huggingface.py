@@ -391,3 +391,25 @@ def test_a_batch_with_every_label_ignored_gives_zero_and_zero_gradients_not_nan(
     loss = hf.loss_func(0.1)({"logits": logits}, torch.full((2, 4), -100))
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_loss_keywords_the_losses_gain_later_pass_through_unchanged(monkeypatch):
+    # Stand-ins for losses that have gained a keyword (issue 18 adds z_loss= and softcap=): the integration
+    # checks keywords against the installed signature and forwards them, with no list of its own.
+    seen = []
+
+    def with_z_loss(fn):
+        def wrapper(*args, z_loss=0.0, **kwargs):
+            seen.append((fn.__name__, z_loss))
+            return fn(*args, **kwargs)
+
+        wrapper.__name__ = fn.__name__
+        return wrapper
+
+    monkeypatch.setattr(ls, "linear_cross_entropy", with_z_loss(ls.linear_cross_entropy))
+    monkeypatch.setattr(ls, "cross_entropy", with_z_loss(ls.cross_entropy))
+    ids, labels = batch()
+    model = hf.patch(tiny_model(), label_smoothing=0.1, z_loss=1e-4).train()
+    model(input_ids=ids, labels=labels)
+    hf.loss_func(0.1, z_loss=2e-4)(model.eval()(input_ids=ids), labels)
+    assert ("linear_cross_entropy", 1e-4) in seen and ("cross_entropy", 2e-4) in seen
