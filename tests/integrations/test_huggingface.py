@@ -7,7 +7,9 @@ float32 whatever the logits' dtype, hence the float32-level tolerances even in f
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -345,13 +347,19 @@ def test_patch_trainer_moves_the_smoothing_into_the_model_and_refuses_conflicts(
         hf.patch(with_fn)
 
 
-def test_the_library_core_does_not_import_transformers():
+def test_the_library_core_imports_no_integration_framework():
     import subprocess
     import sys
 
-    code = "import sys, labelsmooth; print(any(m.startswith('transformers') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    frameworks = ("transformers", "accelerate", "torchtune", "torchao", "pytorch_lightning", "lightning")
+    code = (
+        "import sys, labelsmooth, labelsmooth.integrations; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {frameworks!r}))"
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src}  # this checkout's source, whatever is installed
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]"
     assert ls.__name__ == "labelsmooth"
 
 
