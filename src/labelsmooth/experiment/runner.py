@@ -51,7 +51,12 @@ def run_one(config_dict: dict, threads: int | None = None, data_dir: str | None 
         "timings": result.get("timings"),
         "versions": result.get("versions"),
         "machine": result.get("machine"),
-        "extra": {"settings": result.get("settings"), "data": result.get("data")},
+        "extra": {
+            "settings": result.get("settings"),
+            "data": result.get("data"),
+            "reliability_ts": result.get("reliability_ts"),
+        },
+        "predictions": result.get("predictions"),
         "created": created,
         "finished": time.time(),
     }
