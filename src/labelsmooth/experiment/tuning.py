@@ -77,13 +77,22 @@ def _per_dataset(value, dataset: str, default):
     return default if value is None else value
 
 
-def _base_grid(spec: dict[str, Any]) -> tuple[list[RunConfig], dict[str, Any], list[int]]:
+def _base_grid(spec: dict[str, Any]) -> tuple[list[RunConfig], dict[str, Any], dict[str, list[int]]]:
+    """The plain grid (every seed), the protocol keys, and each data set's seeds (``seeds`` may be a table)."""
     from labelsmooth.experiment.grid import build_grid
 
     grid_spec, protocol = split_spec(spec)
     seeds = grid_spec.get("seeds", 3)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    return build_grid(grid_spec), protocol, seeds
+    datasets = grid_spec.get("datasets") or []
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    grid, per = [], {}
+    for ds in datasets:
+        s = seeds.get(ds, 3) if isinstance(seeds, dict) else seeds
+        per[ds] = list(range(s)) if isinstance(s, int) else [int(x) for x in s]
+        grid += build_grid({**grid_spec, "datasets": [ds], "seeds": s})
+    if not datasets:
+        grid = build_grid(grid_spec)  # raises the grid's own error
+    return grid, protocol, per
 
 
 def _expand(config: RunConfig, protocol: dict[str, Any]) -> list[tuple[RunConfig, list[dict]]]:
@@ -110,7 +119,7 @@ def trial_configs(spec: dict[str, Any]) -> list[RunConfig]:
     grid, protocol, seeds = _base_grid(spec)
     out, seen = [], set()
     for config in grid:
-        if config.seed != seeds[0]:
+        if config.seed != seeds[config.dataset][0]:
             continue
         for at_split, points in _expand(config, protocol):
             for point in points:
