@@ -205,9 +205,8 @@ def calibration_bootstrap(
         out = np.empty(k)
         for begin in range(0, k, 256):
             rows = min(256, k - begin)
-            idx = rng.integers(n, size=(rows, n))
-            w = np.zeros((rows, n))
-            np.add.at(w, (np.repeat(np.arange(rows), n), idx.ravel()), 1.0)
+            idx = rng.integers(n, size=(rows, n)) + n * np.arange(rows)[:, None]
+            w = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
             out[begin : begin + rows] = stat(a, w) - stat(b, w)
         values[mask] = out
     reps = values.mean(axis=1)
