@@ -219,8 +219,10 @@ def _setup(name: str, a: Analysis) -> list[str]:
     splits = sorted({r["config"].get("split", 0) for r in finals})
     seeds = sorted({r["config"]["seed"] for r in finals})
     epochs = sorted({r["config"]["epochs"] for r in finals})
+    params = settings.get("num_parameters")
+    params = f"{params:,}" if isinstance(params, int) else "?"
     lines = [
-        f"Model `{cfg['model']}` ({settings.get('num_parameters', '?'):,} parameters), {'/'.join(map(str, epochs))} "
+        f"Model `{cfg['model']}` ({params} parameters), {'/'.join(map(str, epochs))} "
         f"epochs, batch size {cfg['batch_size']}, {cfg['optimizer']} with a {cfg['schedule']} schedule, "
         f"augmentation {'on' if cfg.get('augment') else 'off'}.",
         f"Splits: train {data.get('train_size', '?')}, validation {data.get('val_size', '?')} "
