@@ -227,7 +227,7 @@ def _setup(name: str, a: Analysis) -> list[str]:
         f"augmentation {'on' if cfg.get('augment') else 'off'}.",
         f"Splits: train {data.get('train_size', '?')}, validation {data.get('val_size', '?')} "
         f"(a stratified {cfg.get('val_fraction', 0.2):g} of the training data), test {data.get('test_size', '?')}; "
-        f"{len(splits)} split(s) × {len(seeds)} seeds ({', '.join(map(str, seeds))}).",
+        f"{len(splits)} {'split' if len(splits) == 1 else 'splits'} × {len(seeds)} seeds ({', '.join(map(str, seeds))}).",
     ]
     trials = {}
     for label, by_split in a.choices.get(name, {}).items():
@@ -237,7 +237,7 @@ def _setup(name: str, a: Analysis) -> list[str]:
     if trials:
         budget = sorted(set(trials.values()))
         lines.append(
-            f"Tuning: {'/'.join(map(str, budget))} trial(s) per setting and split (first seed), selected on "
+            f"Tuning: {'/'.join(map(str, budget))} trials per setting and split (first seed), selected on "
             f"validation accuracy (ties: validation NLL); the selected values are below"
             + ("." if lrs else " (the optimiser's default learning rate).")
         )

@@ -471,6 +471,12 @@ def _p(p: float) -> str:
     return "undefined" if math.isnan(p) else (f"{p:.2g}" if p >= 0.001 else "< 0.001")
 
 
+def _p_eq(p: float) -> str:
+    """ "p = 0.012", "p < 0.001" or "p undefined"."""
+    text = _p(p)
+    return f"p {text}" if text.startswith("<") or text == "undefined" else f"p = {text}"
+
+
 def _units(c: Comparison) -> str:
     seeds = c.seeds // max(1, c.splits)
     s = f"{seeds} seed" if seeds == 1 else f"{seeds} seeds"
@@ -492,7 +498,7 @@ def verdict(name: str, comps: list[Comparison]) -> str:
     if wins:
         parts = [
             f"{_pretty(c.setting)} beats cross-entropy by {c.diff_points:+.2f} points "
-            f"(95% CI {c.ci_points[0]:+.2f} to {c.ci_points[1]:+.2f}, bootstrap p = {_p(c.p_boot_holm)}, {_units(c)})"
+            f"(95% CI {c.ci_points[0]:+.2f} to {c.ci_points[1]:+.2f}, bootstrap {_p_eq(c.p_boot_holm)}, {_units(c)})"
             for c in wins
         ]
         return f"{name}: " + "; ".join(parts)
@@ -500,12 +506,12 @@ def verdict(name: str, comps: list[Comparison]) -> str:
         best = max(comps, key=lambda c: c.diff_points if not math.isnan(c.diff_points) else -math.inf)
         return (
             f"{name}: no verdict: the runs have no stored test predictions, so the test that counts the test set "
-            f"cannot run (best: {_pretty(best.setting)}, {best.diff_points:+.2f} points, t-test p = "
-            f"{_p(best.p_t_holm)}, {_units(best)})"
+            f"cannot run (best: {_pretty(best.setting)}, {best.diff_points:+.2f} points, t-test "
+            f"{_p_eq(best.p_t_holm)}, {_units(best)})"
         )
     best = max(comps, key=lambda c: c.diff_points if not math.isnan(c.diff_points) else -math.inf)
     return (
         f"{name}: no setting beats cross-entropy significantly (best: {_pretty(best.setting)}, "
         f"{best.diff_points:+.2f} points, 95% CI {best.ci_points[0]:+.2f} to {best.ci_points[1]:+.2f}, "
-        f"bootstrap p = {_p(best.p_boot_holm)}, {_units(best)})"
+        f"bootstrap {_p_eq(best.p_boot_holm)}, {_units(best)})"
     )
