@@ -82,6 +82,7 @@ def test_report_writes_markdown_html_and_figures(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| γ = 0.9 | 3 |" in md and "labelsmooth sweep --datasets digits" in md
     assert "| p bootstrap (Holm) |" in md and "| p Wilcoxon (Holm) |" in md
+    assert "Wilcoxon signed-rank test not shown: 3 paired units and 4 settings" in md  # absent, and why
     page = Path(out["html"]).read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 4 and base64.b64decode(images[0])[:4] == b"\x89PNG"

@@ -257,6 +257,12 @@ def _choice_rows(name: str, a: Analysis) -> list[list[str]]:
     return rows
 
 
+def _wilcoxon_note(name: str, a: Analysis) -> str | None:
+    """Why the Wilcoxon column is empty, where it is (it cannot reach α with so few units)."""
+    reasons = sorted({c.wilcoxon_absent for c in a.comparisons.get(name, []) if c.wilcoxon_absent})
+    return ("Wilcoxon signed-rank test not shown: " + "; ".join(reasons) + f" (α = {ALPHA}).") if reasons else None
+
+
 CHOICE_HEADER = ["setting", "split", "lr", "weight decay", "epochs", "val accuracy %", "val NLL", "trials"]
 
 
@@ -311,6 +317,8 @@ def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
     for name in a.summary:
         out += [f"## {name}", ""] + _setup(name, a) + [""]
         out += _md_table(HEADER, _table_rows(name, a))
+        if _wilcoxon_note(name, a):
+            out += [_wilcoxon_note(name, a), ""]
         cal = _calibration_rows(name, a)
         if cal:
             out += ["Calibration, setting − cross-entropy (95% CI from the same two-level bootstrap):", ""]
@@ -359,6 +367,8 @@ def _html(a, runs, sweeps, figures, title, out_dir) -> str:
             cls = ' class="win"' if row[-1].startswith("yes") else ""
             out.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
         out.append("</table>")
+        if _wilcoxon_note(name, a):
+            out.append(f'<p class="note">{e(_wilcoxon_note(name, a))}</p>')
         for caption, header, rows in (
             (
                 "Calibration, setting − cross-entropy (95% CI, two-level bootstrap)",
