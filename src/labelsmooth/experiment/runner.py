@@ -12,6 +12,7 @@ sweep goes on; failed runs are retried only with ``retry_failed=True``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import sys
@@ -180,7 +181,8 @@ def sweep(
                 cfg = record["config"]
                 label = RunConfig.from_dict(cfg).label()
                 if record["status"] == "done":
-                    note = f"{cfg['dataset']} {label} s{cfg['seed']}: acc {record['metrics']['accuracy']:.4f}"
+                    val = record["metrics"].get("val_accuracy", math.nan)  # validation: trials are chosen on it
+                    note = f"{cfg['dataset']} {label} s{cfg['seed']}: val acc {val:.4f}"
                 else:
                     note = f"{cfg['dataset']} {label} s{cfg['seed']}: FAILED"
                     bar.write(f"failed: {cfg['dataset']} {label} seed {cfg['seed']}: {record['error']}")

@@ -115,7 +115,7 @@ def load_splits(config: RunConfig, data_dir: str | None = None) -> Splits:
     return _cached_splits(*args, folder, env)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _cached_splits(name, train_size, test_size, split, val_fraction, data_dir, env) -> Splits:
     return make_splits(_cached_load(name, data_dir, train_size, test_size, env), split, val_fraction)
 
