@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -131,3 +132,26 @@ def test_the_protocol_resumes_and_the_selection_is_recomputed_from_the_store(tmp
         runs = store.runs()
     final_runs, chosen = finals(runs)
     assert len(final_runs) == 2 and {r["config"]["lr"] for r in final_runs} == {next(iter(chosen.values())).point["lr"]}
+
+
+def test_cli_protocol_options_default_to_the_search_and_refuse_contradictions():
+    import argparse
+
+    from labelsmooth.cli import CLIError
+    from labelsmooth.cli.sweep import add_parser, spec_from_args
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+
+    def spec(*argv):
+        return spec_from_args(parser.parse_args(["sweep", "--datasets", "digits", "--store", "s", *argv]))
+
+    assert spec()["search"] == {"lr": [1e-3, 3e-3], "weight_decay": [1e-4, 0.5]}
+    assert spec("--lr", "0.01")["search"] == {"weight_decay": [1e-4, 0.5]}  # a fixed lr is not searched
+    assert "search" not in spec("--no-search")
+    assert spec("--resplits", "3", "--val-fraction", "0.1")["resplits"] == 3
+    for argv, message in ((("--no-search", "--search-lr", "0.1"), "--no-search cannot be combined"),
+                          (("--resplits", "0"), "--resplits must be >= 1"),
+                          (("--val-fraction", "1.5"), "--val-fraction must be in (0, 1)")):  # fmt: skip
+        with pytest.raises(CLIError, match=re.escape(message)):
+            spec(*argv)

@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def add_protocol_options(p: argparse.ArgumentParser) -> None:
     """The protocol's options: search space, re-splits and validation fraction (``sweep``, ``reproduce``)."""
-    p.add_argument("--search-lr", type=_floats, help="learning rates to search (default: 0.001,0.003)")
-    p.add_argument("--search-weight-decay", type=_floats, help="weight decays to search (default: 0.0001,0.5)")
+    p.add_argument("--search-lr", type=_floats, help="learning rates to search (sweep's default: 0.001,0.003)")
+    p.add_argument("--search-weight-decay", type=_floats, help="weight decays to search (sweep's default: 0.0001,0.5)")
     p.add_argument("--no-search", action="store_true", help="no tuning: run the fixed --lr/--weight-decay")
     p.add_argument(
         "--resplits", type=int, help="repeat over R train/validation partitions (digits: train/test too; default 1)"
