@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _harness_runs import cli, stored_run
 
@@ -34,10 +35,25 @@ def _runs():
                 "accuracy": [a if n else None for a, n in zip(acc, count)],
                 "confidence": [c if n else None for c, n in zip(conf, count)],
             }
+            metrics.update(ts_nll=0.15, ts_ece=0.02, temperature=1.3, val_accuracy=0.95, val_nll=0.2)
+            y = np.arange(200) % 10
+            right = rng.sample(range(200), int(metrics["accuracy"] * 200))
+            pred = (y + 1) % 10
+            pred[right] = y[right]
+            logits = np.zeros((200, 10), dtype=np.float16)
+            logits[np.arange(200), pred] = 3.0
+            predictions = {"test": {"logits": logits, "labels": y}, "val": {"logits": logits, "labels": y}}
+            extra = {"reliability_ts": reliability, "settings": {"num_parameters": 85002},
+                     "data": {"train_size": 1077, "val_size": 270, "test_size": 200}}  # fmt: skip
             runs.append(
-                stored_run("digits", seed, metrics, gamma=setting, reliability=reliability, timings={"total": 1.0})
-            )
+                stored_run("digits", seed, metrics, gamma=setting, reliability=reliability, timings={"total": 1.0},
+                           extra=extra, predictions=predictions)
+            )  # fmt: skip
     return runs
+
+
+def _predictions(runs):
+    return {r["key"]: r["predictions"] for r in runs}
 
 
 def test_report_writes_markdown_html_and_figures(tmp_path):
@@ -52,13 +68,21 @@ def test_report_writes_markdown_html_and_figures(tmp_path):
             "wall_s": 12.0,
         }
     ]
-    out = write_report(_runs(), sweeps, str(tmp_path))
+    runs = _runs()
+    out = write_report(runs, sweeps, str(tmp_path), predictions=_predictions(runs))
     md = Path(out["markdown"]).read_text()
     assert "digits: no setting beats cross-entropy significantly" in md or "digits: γ" in md
+    assert "“±” is the half-width of the 95% t-interval" in md  # the report says what ± means
+    assert "Model `mlp` (85,002 parameters), 5 epochs, batch size 128, adamw" in md  # the set-up
+    assert "Splits: train 1077, validation 270" in md and "Hyperparameters selected on validation" in md
+    assert "| smoothing selected on validation (split 0: γ = " in md
+    assert "| γ = 0.9 | +" in md  # a calibration-difference row with its CI
     for png in ("digits-accuracy.png", "digits-ece.png", "digits-reliability.png", "digits-logit-gap.png"):
         assert f"]({png})" in md
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| γ = 0.9 | 3 |" in md and "labelsmooth sweep --datasets digits" in md
+    assert "| p bootstrap (Holm) |" in md and "| p Wilcoxon (Holm) |" in md
+    assert "Wilcoxon signed-rank test not shown: 3 paired units and 4 settings" in md  # absent, and why
     page = Path(out["html"]).read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 4 and base64.b64decode(images[0])[:4] == b"\x89PNG"
@@ -123,7 +147,8 @@ def test_chromium_draws_the_report(tmp_path):
     _, console = _chromium_screenshot(chromium, bad, tmp_path / "bad.png", tmp_path / "profile-bad")
     assert any("boom" in line for line in console) and any("Uncaught" in line for line in console)
 
-    out = write_report(_runs(), [], str(tmp_path / "rep"))
+    runs = _runs()
+    out = write_report(runs, [], str(tmp_path / "rep"), predictions=_predictions(runs))
     shot = tmp_path / "shot.png"
     pixels, console = _chromium_screenshot(chromium, out["html"], shot, tmp_path / "profile")
     assert console == [], console

@@ -21,6 +21,11 @@ def tiny(seed=0, **kw):
     return RunConfig("digits", "mlp", seed=seed, **{**TINY, **kw})
 
 
+#: The default protocol's runs of ``_sweep_args(store, 4)``: 2 settings × 4 search points (seed 0) tuning trials,
+#: then seeds 1-3 of each setting at its selected point.
+PROTOCOL_RUNS = 2 * 4 + 2 * 3
+
+
 def _sweep_args(store, seeds, *extra):
     fixed = "sweep --datasets digits --models mlp --gammas 0.9 --no-progress".split()
     return (*fixed, "--seeds", str(seeds), *TINY_ARGS, "--store", str(store), *extra)
@@ -87,22 +92,26 @@ def test_sigkill_mid_sweep_then_resume_equals_an_uninterrupted_sweep(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stored = _table(killed)
-    assert 2 <= len(stored) < 8, "the kill should land mid-sweep"
+    assert 2 <= len(stored) < PROTOCOL_RUNS, "the kill should land mid-sweep"
     for args in (_sweep_args(killed, 4, "--workers", "1"), _sweep_args(clean, 4, "--workers", "1")):
         cmd, env = cli(*args)
         subprocess.run(cmd, env=env, check=True, capture_output=True)
     resumed = _table(killed)
-    assert resumed == _table(clean) and len(resumed) == 8
+    assert resumed == _table(clean) and len(resumed) == PROTOCOL_RUNS  # trials and final runs
     assert all(resumed[k] == v for k, v in stored.items())  # runs stored before the kill were kept, not redone
     with sqlite3.connect(killed) as db:
-        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone() == (8, 8)
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone() == (PROTOCOL_RUNS,) * 2
+        assert (
+            db.execute("SELECT COUNT(*), COUNT(DISTINCT key || part) FROM predictions").fetchone()
+            == (2 * PROTOCOL_RUNS,) * 2
+        )  # every run's val and test predictions, written with its row
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 @pytest.mark.slow
 def test_two_sweeps_write_one_store_at_once(tmp_path):
     store = tmp_path / "shared.sqlite"
-    # overlapping grids: seeds 0-2 and 0-3 (seeds 0-2 may run in both; the key keeps one row each)
+    # overlapping grids: seeds 0-2 and 0-3 (trials and seeds 1-2 may run in both; the key keeps one row each)
     procs = []
     for seeds in (3, 4):
         cmd, env = cli(*_sweep_args(store, seeds, "--workers", "1"))
@@ -111,9 +120,9 @@ def test_two_sweeps_write_one_store_at_once(tmp_path):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()
     table = _table(store)
-    assert len(table) == 8 and {s for s, _ in table.values()} == {"done"}
+    assert len(table) == PROTOCOL_RUNS and {s for s, _ in table.values()} == {"done"}
     with sqlite3.connect(store) as db:
-        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone() == (8, 8)
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone() == (PROTOCOL_RUNS,) * 2
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -131,12 +140,15 @@ def test_cli_sweep_from_toml_then_export_csv(tmp_path):
     cmd, env = cli("sweep", "--config", str(tmp_path / "grid.toml"), "--store", str(store), "--workers", "1")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"2 runs in the grid: 0 already in {store}, 2 done, 0 failed"
+    assert r.stdout.strip() == (  # the default protocol: 2 settings × 4 search points; 1 seed, so no more
+        f"8 tuning trials (0 already in {store}, 8 done, 0 failed); "
+        "2 final runs (2 already there or trials, 0 done, 0 failed)"
+    )
     assert "sweep: 100%" in r.stderr  # the progress bar
     cmd, env = cli("export", "--store", str(store), "--csv", str(tmp_path / "out.csv"))
     assert subprocess.run(cmd, env=env, capture_output=True, text=True).returncode == 0
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
-    assert sorted(row["loss"] for row in rows) == ["ce", "cp"]
+    assert sorted(row["loss"] for row in rows) == ["ce"] * 4 + ["cp"] * 4
     assert {row["key"] for row in rows} == set(_table(store))

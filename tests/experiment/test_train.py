@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import labelsmooth
 from labelsmooth.experiment.config import RunConfig
-from labelsmooth.experiment.metrics import METRICS
+from labelsmooth.experiment.metrics import PROTOCOL_METRICS
 from labelsmooth.experiment.train import TrainingDiverged, augment, batches, make_loss, train
 
 TINY = dict(dataset="digits", model="mlp", epochs=2, train_size=200, test_size=100, batch_size=32)
@@ -24,14 +25,17 @@ def test_record_has_the_documented_keys_and_is_json():
     config = RunConfig(**TINY)
     r = train(config, progress=False, threads=1)
     assert r["config"] == config.to_dict() and r["key"] == config.key()
-    assert set(r["metrics"]) == set(METRICS) and all(isinstance(v, float) for v in r["metrics"].values())
-    assert len(r["curves"]["train_loss"]) == len(r["curves"]["test_accuracy"]) == 2
-    assert r["curves"]["test_accuracy"][-1] == r["metrics"]["accuracy"]
+    assert set(r["metrics"]) == set(PROTOCOL_METRICS) and all(isinstance(v, float) for v in r["metrics"].values())
+    assert len(r["curves"]["train_loss"]) == len(r["curves"]["val_accuracy"]) == 2
+    assert r["curves"]["val_accuracy"][-1] == r["metrics"]["val_accuracy"]  # the curve is validation, not test
     assert set(r["timings"]) >= {"data", "train", "eval", "total"}
     assert r["timings"]["total"] >= r["timings"]["train"] + r["timings"]["eval"] > 0
     assert {"python", "torch", "labelsmooth", "numpy"} <= set(r["versions"])
     assert {"platform", "cpu", "threads"} <= set(r["machine"]) and r["machine"]["threads"] == 1
-    assert r["data"]["train_size"] == 200 and r["data"]["test_size"] == 100
+    # 200 training examples: 160 train and a stratified 40 for validation; the 100 test examples stay test
+    assert (r["data"]["train_size"], r["data"]["val_size"], r["data"]["test_size"]) == (160, 40, 100)
+    preds = r.pop("predictions")
+    assert preds["val"]["logits"].shape == (40, 10) and preds["test"]["logits"].dtype == np.float16
     assert json.loads(json.dumps(r)) == r
 
 

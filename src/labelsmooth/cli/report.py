@@ -6,8 +6,9 @@ import argparse
 
 _DESCRIPTION = """\
 Write DIR/report.md (PNG figures next to it) and DIR/report.html (one self-contained page) from a sweep
-store: mean and 95% CI per setting, paired tests against cross-entropy (Holm-corrected), verdicts,
-accuracy/ECE against γ, reliability diagrams and the logit gap against theory."""
+store: the set-up, the hyperparameters selected on validation, mean ± 95% CI per setting, paired tests
+against cross-entropy that count seeds and test examples (Holm-corrected), verdicts, accuracy/ECE against
+γ and β, reliability diagrams before and after temperature scaling and the logit gap against theory."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,12 +30,14 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.exists(args.store):
         raise FileNotFoundError(f"no store at {args.store}")
     with Store(args.store) as store:
-        runs, sweeps = store.runs(), store.sweeps()
+        runs, sweeps, predictions = store.runs(), store.sweeps(), store.predictions()
     notes = None
     if args.notes:
         with open(args.notes) as f:
             notes = f.read()
-    result = write_report(runs, sweeps, args.out, title=args.title, markdown_path=args.markdown, notes=notes)
+    result = write_report(
+        runs, sweeps, args.out, title=args.title, markdown_path=args.markdown, notes=notes, predictions=predictions
+    )
     for line in result["analysis"].verdicts.values():
         print(line)
     print(f"wrote {result['markdown']} and {result['html']}")

@@ -1,4 +1,4 @@
-"""``labelsmooth sweep``: run a grid of loss settings × seeds into a resumable SQLite store."""
+"""``labelsmooth sweep``: run the study protocol over a grid of loss settings × seeds into a resumable store."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import argparse
 
 _DESCRIPTION = """\
 Train every run of a grid (data sets × models × loss settings × seeds) and store each finished run in a
-SQLite file. Plain cross-entropy is always in the grid. Rerunning the same command skips finished runs, so a
-killed sweep resumes where it stopped; failed runs are retried only with --retry-failed.
+SQLite file. Plain cross-entropy is always in the grid. By default every setting is tuned on a validation
+split carved from the training data (a grid over --search-lr × --search-weight-decay, the same budget for
+every setting, selected on validation accuracy with the first seed), then every seed runs at the selected
+point; --no-search runs the fixed --lr/--weight-decay instead. Rerunning the same command skips finished
+runs (trials included), so a killed sweep resumes where it stopped; failed runs are retried only with
+--retry-failed.
 The grid can also come from a TOML file (--config) with the same names as the options (see
 docs/experiments.md); options given on the command line override it."""
 
@@ -32,11 +36,56 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="number of seeds: 0..N-1 (default: 3)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: 5)")
     p.add_argument("--batch-size", type=int, help="batch size (default: 128)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the optimiser's)")
+    p.add_argument("--lr", type=float, help="learning rate, fixed (default: searched; see --search-lr)")
+    p.add_argument("--weight-decay", type=float, help="weight decay, fixed (default: searched)")
+    add_protocol_options(p)
     p.add_argument("--train-size", type=int, help="use the first N training examples (default: all)")
     p.add_argument("--test-size", type=int, help="use the first N test examples (default: all)")
     add_run_options(p, store_help="SQLite file to write (created if missing)", store_required=True)
     return p
+
+
+def add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """The protocol's options: search space, re-splits and validation fraction (``sweep``, ``reproduce``)."""
+    p.add_argument("--search-lr", type=_floats, help="learning rates to search (sweep's default: 0.001,0.003)")
+    p.add_argument("--search-weight-decay", type=_floats, help="weight decays to search (sweep's default: 0.0001,0.5)")
+    p.add_argument("--no-search", action="store_true", help="no tuning: run the fixed --lr/--weight-decay")
+    p.add_argument(
+        "--resplits", type=int, help="repeat over R train/validation partitions (digits: train/test too; default 1)"
+    )
+    p.add_argument("--val-fraction", type=float, help="part of the training data held out for validation (0.2)")
+
+
+def protocol_from_args(spec: dict, args: argparse.Namespace, *, default_search: bool) -> dict:
+    """``spec`` with the protocol options of :func:`add_protocol_options` applied (options override)."""
+    from labelsmooth.cli import CLIError
+    from labelsmooth.experiment.tuning import DEFAULT_SEARCH
+
+    spec = dict(spec)
+    if getattr(args, "no_search", False):
+        if args.search_lr or args.search_weight_decay:
+            raise CLIError("--no-search cannot be combined with --search-lr or --search-weight-decay")
+        spec.pop("search", None)
+    else:
+        search = spec.get("search")
+        if search is None and default_search:
+            search = {k: v for k, v in DEFAULT_SEARCH.items() if spec.get(k) is None}
+        search = dict(search or {})
+        if args.search_lr:
+            search["lr"] = args.search_lr
+        if args.search_weight_decay:
+            search["weight_decay"] = args.search_weight_decay
+        if search:
+            spec["search"] = search
+    if args.resplits is not None:
+        if args.resplits < 1:
+            raise CLIError(f"--resplits must be >= 1, but got {args.resplits}")
+        spec["resplits"] = args.resplits
+    if args.val_fraction is not None:
+        if not 0 < args.val_fraction < 1:
+            raise CLIError(f"--val-fraction must be in (0, 1), but got {args.val_fraction}")
+        spec["val_fraction"] = args.val_fraction
+    return spec
 
 
 def add_run_options(p: argparse.ArgumentParser, *, store_help: str, store_required: bool = False) -> None:
@@ -50,27 +99,38 @@ def add_run_options(p: argparse.ArgumentParser, *, store_help: str, store_requir
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run_grid(grid: list, store_path: str, args: argparse.Namespace) -> dict[str, int]:
-    """Run ``grid`` into ``store_path`` with the options of :func:`add_run_options`; returns the sweep's counts."""
+def sweep_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`labelsmooth.experiment.runner.sweep` from :func:`add_run_options`."""
     import shlex
     import sys
 
     from labelsmooth.cli import CLIError
-    from labelsmooth.experiment.runner import sweep
 
     if args.address and args.backend != "ray":
         raise CLIError("--address needs --backend ray")
-    return sweep(
-        grid,
-        store_path,
-        workers=args.workers,
-        backend=args.backend,
-        address=args.address,
-        retry_failed=args.retry_failed,
-        data_dir=args.data_dir,
-        progress=not args.no_progress,
-        command="labelsmooth " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [args.command] else None,
-    )
+    return {
+        "workers": args.workers,
+        "backend": args.backend,
+        "address": args.address,
+        "retry_failed": args.retry_failed,
+        "data_dir": args.data_dir,
+        "progress": not args.no_progress,
+        "command": "labelsmooth " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [args.command] else None,
+    }
+
+
+def run_grid(grid: list, store_path: str, args: argparse.Namespace) -> dict[str, int]:
+    """Run ``grid`` into ``store_path`` with the options of :func:`add_run_options`; returns the sweep's counts."""
+    from labelsmooth.experiment.runner import sweep
+
+    return sweep(grid, store_path, **sweep_options(args))
+
+
+def run_protocol(spec: dict, store_path: str, args: argparse.Namespace) -> dict:
+    """:func:`labelsmooth.experiment.tuning.run_protocol` with the options of :func:`add_run_options`."""
+    from labelsmooth.experiment.tuning import run_protocol as run
+
+    return run(spec, store_path, **sweep_options(args))
 
 
 def spec_from_args(args: argparse.Namespace) -> dict:
@@ -85,15 +145,17 @@ def spec_from_args(args: argparse.Namespace) -> dict:
     if not spec.get("datasets"):
         raise CLIError("give --datasets (e.g. --datasets digits,mnist1d) or a --config file with `datasets`")
     spec.setdefault("models", ["auto"])
-    return spec
+    return protocol_from_args(spec, args, default_search=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from labelsmooth.experiment.grid import build_grid
-
-    counts = run_grid(build_grid(spec_from_args(args)), args.store, args)
+    out = run_protocol(spec_from_args(args), args.store, args)
+    t, f = out["trials"], out["finals"]
     print(
-        f"{counts['total']} runs in the grid: {counts['skipped']} already in {args.store}, "
-        f"{counts['done']} done, {counts['failed']} failed"
+        f"{t['total']} tuning trials ({t['skipped']} already in {args.store}, {t['done']} done, {t['failed']} "
+        f"failed); {f['total']} final runs ({f['skipped']} already there or trials, {f['done']} done, "
+        f"{f['failed']} failed)"
     )
-    return 1 if counts["failed"] else 0
+    for line in out["missing"]:
+        print(f"not selected (every trial failed): {line}")
+    return 1 if t["failed"] or f["failed"] or out["missing"] else 0

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(record, f, indent=2)
+            json.dump({k: v for k, v in record.items() if k != "predictions"}, f, indent=2)  # arrays: the store's
             f.write("\n")
     m, t = record["metrics"], record["timings"]
     print(

@@ -61,6 +61,8 @@ class RunConfig:
     train_size: int | None = None  # None: the data set's standard split
     test_size: int | None = None
     momentum: float = 0.9  # SGD only (AdamW ignores it)
+    split: int = 0  # 0: the standard partition; r > 0: the r-th re-split (labelsmooth.experiment.splits)
+    val_fraction: float = 0.2  # the part of the training rows carved out as validation
 
     def validate(self) -> RunConfig:
         """Check every field; returns ``self`` so it chains. Raises ValueError/TypeError naming the field.
@@ -153,6 +155,9 @@ class RunConfig:
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
+        _integer("split", self.split, 0)
+        if not 0 < _number("val_fraction", self.val_fraction) < 1:
+            raise ValueError(f"Expected `val_fraction` to be in (0, 1), but got {self.val_fraction}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -132,3 +132,43 @@ def logit_gap(logits: Tensor) -> float:
     K = logits.shape[1]
     top = logits.max(dim=1).values
     return float((top - (logits.sum(dim=1) - top) / (K - 1)).mean())
+
+
+#: The metrics of a run under the protocol, beyond :data:`METRICS` (all on the test part unless ``val_``):
+#: the fitted ``temperature`` T, and ``ts_*`` = the metric of the test logits divided by T.
+PROTOCOL_METRICS = (
+    *METRICS,
+    "temperature",
+    "ts_nll",
+    "ts_ece",
+    "ts_adaptive_ece",
+    "ts_brier",
+    "val_accuracy",
+    "val_nll",
+)
+
+
+def protocol_metrics(val_logits: Tensor, y_val: Tensor, test_logits: Tensor, y_test: Tensor) -> dict[str, float]:
+    """Test metrics raw and after temperature scaling fitted on validation, plus validation accuracy and NLL.
+
+    T comes from :func:`labelsmooth.experiment.calibration.fit_temperature` on ``val_logits`` only; the
+    test logits are read for nothing but the returned test numbers. Keys: :data:`PROTOCOL_METRICS`.
+
+    Example:
+        >>> z = torch.tensor([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0]]); y = torch.tensor([0, 1, 1])
+        >>> m = protocol_metrics(z, y, z, y)
+        >>> m["accuracy"] == m["val_accuracy"], m["temperature"] > 1, m["ts_nll"] < m["nll"]
+        (True, True, True)
+    """
+    from labelsmooth.experiment.calibration import fit_temperature
+
+    out = evaluate(test_logits, y_test)
+    t = fit_temperature(val_logits, y_val)
+    scaled = evaluate(test_logits.double() / t, y_test)
+    out["temperature"] = t
+    for name in ("nll", "ece", "adaptive_ece", "brier"):
+        out[f"ts_{name}"] = scaled[name]
+    z = val_logits.detach().double()
+    out["val_accuracy"] = float((z.argmax(dim=1) == y_val).double().mean())
+    out["val_nll"] = float(F.cross_entropy(z, y_val.long()))
+    return out

@@ -16,12 +16,13 @@ def _plt():
     return plt
 
 
-def _gamma_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+def _gamma_axes(ax, xlabel: str, ylabel: str, title: str, invert: bool = True) -> None:
     """Labels, title, grid and legend of a plot against γ, with γ decreasing to the right (more smoothing)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.invert_xaxis()
+    if invert:
+        ax.invert_xaxis()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -33,16 +34,16 @@ def _save(fig, path: str) -> None:
     _plt().close(fig)
 
 
-def _gamma_series(summary: dict, settings: dict, metric: str):
-    pts = sorted(
-        (s["gamma"], *summary[label][metric][:2]) for label, s in settings.items() if s.get("gamma") is not None
-    )
+def _gamma_series(summary: dict, settings: dict, metric: str, param: str = "gamma"):
+    pts = sorted((s[param], *summary[label][metric][:2]) for label, s in settings.items() if s.get(param) is not None)
     return [p[0] for p in pts], [p[1] for p in pts], [0.0 if math.isnan(p[2]) else p[2] for p in pts]
 
 
-def metric_vs_gamma(name: str, summary: dict, settings: dict, metric: str, path: str, scale: float = 1.0) -> bool:
-    """Mean ± 95% CI of ``metric`` against γ, with cross-entropy as a horizontal reference band."""
-    g, m, h = _gamma_series(summary, settings, metric)
+def metric_vs_gamma(
+    name: str, summary: dict, settings: dict, metric: str, path: str, scale: float = 1.0, param: str = "gamma"
+) -> bool:
+    """Mean ± 95% CI of ``metric`` against γ (or β: ``param="beta"``), cross-entropy as a reference band."""
+    g, m, h = _gamma_series(summary, settings, metric, param)
     if not g:
         return False
     plt = _plt()
@@ -50,21 +51,33 @@ def metric_vs_gamma(name: str, summary: dict, settings: dict, metric: str, path:
     m = [v * scale for v in m]
     h = [v * scale for v in h]
     ax.fill_between(g, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=LS_COLOR, alpha=0.2)
-    ax.plot(g, m, "o-", color=LS_COLOR, label="label smoothing (γ)")
+    ax.plot(g, m, "o-", color=LS_COLOR, label="label smoothing (γ)" if param == "gamma" else "confidence penalty (β)")
     if "ce" in summary:
         cm, ch, _ = summary["ce"][metric]
         cm, ch = cm * scale, (0.0 if math.isnan(ch) else ch * scale)
         ax.axhline(cm, color=CE_COLOR, ls="--", label="cross-entropy")
         ax.axhspan(cm - ch, cm + ch, color=CE_COLOR, alpha=0.1)
-    ylabel = {"accuracy": "test accuracy (%)", "ece": "ECE (%)", "nll": "test NLL"}.get(metric, metric)
-    _gamma_axes(ax, "γ (probability on the true class)", ylabel, f"{name}: {metric} vs γ (mean, 95% CI)")
+    ylabel = {
+        "accuracy": "test accuracy (%)", "ece": "ECE (%)", "nll": "test NLL", "ts_ece": "ECE after temp. scaling (%)",
+    }.get(metric, metric)  # fmt: skip
+    if param == "gamma":
+        _gamma_axes(ax, "γ (probability on the true class)", ylabel, f"{name}: {metric} vs γ (mean, 95% CI)")
+    else:
+        _gamma_axes(ax, "β (confidence-penalty weight)", ylabel, f"{name}: {metric} vs β (mean, 95% CI)", False)
     _save(fig, path)
     return True
 
 
-def pooled_bins(runs: list[dict]) -> dict | None:
-    """Reliability bins summed over runs (counts add; accuracy and confidence weighted by counts)."""
-    bins = [r["reliability"] for r in runs if r.get("reliability")]
+def pooled_bins(runs: list[dict], scaled: bool = False) -> dict | None:
+    """Reliability bins summed over runs (counts add; accuracy and confidence weighted by counts).
+
+    ``scaled``: the bins after temperature scaling (``extra.reliability_ts``) instead of the raw ones.
+    """
+    if scaled:
+        bins = [(r.get("extra") or {}).get("reliability_ts") for r in runs]
+        bins = [b for b in bins if b]
+    else:
+        bins = [r["reliability"] for r in runs if r.get("reliability")]
     if not bins:
         return None
     n = len(bins[0]["count"])
@@ -82,8 +95,12 @@ def reliability(name: str, panels: list[tuple[str, dict]], path: str) -> bool:
     if not panels:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), dpi=110, squeeze=False)
-    for ax, (title, b) in zip(axes[0], panels):
+    cols = min(len(panels), 2 if len(panels) == 4 else 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (title, b) in zip(axes.flat, panels):
         n = len(b["count"])
         edges = [i / n for i in range(n)]
         acc = [a if a is not None else 0 for a in b["accuracy"]]

@@ -1,9 +1,13 @@
 """The sweep report: DIR/report.md (with PNGs next to it) and DIR/report.html (one self-contained page).
 
-Contents: the verdicts, a results table (mean ± 95% CI over seeds of accuracy, NLL and ECE, and the
-paired comparison against cross-entropy), and per experiment: accuracy and ECE against γ with CI bands
-(cross-entropy as a reference line), reliability diagrams for cross-entropy and the best γ, and the
-measured logit gap against :func:`labelsmooth.optimal_logit_gap`; then the commands, hardware and wall time.
+Contents: the verdicts and what "±" means; per experiment the set-up (model and its parameter count,
+epochs, batch size, optimiser, split sizes, search space), the hyperparameters selected on validation per
+setting and split, a results table (mean ± 95% CI over seeds of accuracy, NLL and ECE raw and after
+temperature scaling, T, and the paired comparison against cross-entropy: bootstrap CI and p, t-test,
+Wilcoxon where it can reach α, McNemar), the calibration differences with CIs, accuracy and ECE against γ
+and against β with CI bands, reliability diagrams before and after temperature scaling for cross-entropy and
+the best γ, and the measured logit gap against :func:`labelsmooth.optimal_logit_gap`; then the commands,
+hardware and wall time.
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ from labelsmooth.experiment import plots
 from labelsmooth.experiment.stats import ALPHA, Analysis, analyse, mean_ci, setting_label
 
 TEST_NOTE = (
-    "Verdicts use the Holm-adjusted two-sided paired t-test over seeds (α = 0.05, Holm across the settings "
-    "of each data set); the Wilcoxon signed-rank p (Holm-adjusted) is shown alongside. With fewer than 6 "
-    "seeds the exact Wilcoxon p cannot go below 0.0625."
+    "Verdicts rest on the paired bootstrap that counts both sources of noise: it resamples the (split, seed) "
+    "units with replacement and, within each, the test examples with replacement (the same examples for both "
+    "arms); 10,000 replicates, two-sided, Holm across the settings of each data set, α = 0.05. The paired "
+    "t-test over units counts seed noise only and is shown for reference; the exact Wilcoxon signed-rank test "
+    "is shown only where its Holm-adjusted p can reach α. McNemar's exact test is given per unit (how many of "
+    "the units have p < 0.05) and pooled over units. Only the final runs count: every seed at the "
+    "hyperparameters selected on validation; the test part was read for nothing else."
+)
+PM_NOTE = (
+    "“±” is the half-width of the 95% t-interval over the (split, seed) units: mean ± t(0.975, n − 1)·s/√n. It "
+    "counts seed (and split) noise only; the bootstrap CI of Δacc counts the test set's sampling too. "
+    "“ts-” columns are after temperature scaling fitted on the validation logits; T is the fitted temperature."
 )
 
 
@@ -48,14 +61,16 @@ def write_report(
     *,
     markdown_path: str | None = None,
     notes: str | None = None,
+    predictions: dict | None = None,
 ) -> dict:
     """Write report.md, report.html and the PNGs into ``out_dir``; returns their paths and the analysis.
 
     ``markdown_path`` puts the Markdown elsewhere (its figure links are made relative to it); ``notes``,
-    Markdown text, goes into it after the verdicts (e.g. a discussion written by hand).
+    Markdown text, goes into it after the verdicts (e.g. a discussion written by hand). ``predictions``
+    (``Store.predictions()``) feed the tests that count the test set; without them there is no verdict.
     """
     os.makedirs(out_dir, exist_ok=True)
-    a = analyse(runs)
+    a = analyse(runs, predictions)
     figures: dict[str, list[tuple[str, str]]] = {}
     for name in a.summary:
         figures[name] = _figures(name, a, runs, out_dir)
@@ -70,14 +85,8 @@ def write_report(
 
 
 def _runs_of(name: str, a: Analysis, runs: list[dict], label: str) -> list[dict]:
-    from labelsmooth.experiment.stats import experiment_of
-
-    want = a.info[name]["config"]
-    return [
-        r
-        for r in runs
-        if r["status"] == "done" and dict(experiment_of(r["config"])) == want and setting_label(r["config"]) == label
-    ]
+    """The final runs of one setting (every seed at its selected hyperparameters)."""
+    return a.finals.get(name, {}).get(label, [])
 
 
 def best_gamma(name: str, a: Analysis) -> str | None:
@@ -94,10 +103,21 @@ def _figures(name: str, a: Analysis, runs: list[dict], out_dir: str) -> list[tup
         path = os.path.join(out_dir, f"{slug}-{metric}.png")
         if plots.metric_vs_gamma(name, summary, settings, metric, path, scale):
             out.append((f"{metric} against γ", path))
+    for metric, scale in (("accuracy", 100.0), ("ece", 100.0)):
+        path = os.path.join(out_dir, f"{slug}-{metric}-beta.png")
+        if plots.metric_vs_gamma(name, summary, settings, metric, path, scale, param="beta"):
+            out.append((f"{metric} against β", path))
     best = best_gamma(name, a)
-    panels = [("cross-entropy", plots.pooled_bins(_runs_of(name, a, runs, "ce")))]
+    ce_runs = _runs_of(name, a, runs, "ce")
+    panels = [
+        ("cross-entropy", plots.pooled_bins(ce_runs)),
+        ("cross-entropy, temp. scaled", plots.pooled_bins(ce_runs, True)),
+    ]
     if best:
-        panels.append((f"best {best.replace('=', ' = ')}", plots.pooled_bins(_runs_of(name, a, runs, best))))
+        best_runs = _runs_of(name, a, runs, best)
+        pretty = best.replace("=", " = ")
+        panels.append((f"best {pretty}", plots.pooled_bins(best_runs)))
+        panels.append((f"best {pretty}, temp. scaled", plots.pooled_bins(best_runs, True)))
     path = os.path.join(out_dir, f"{slug}-reliability.png")
     if plots.reliability(name, panels, path):
         out.append(("reliability diagrams", path))
@@ -112,39 +132,138 @@ def _figures(name: str, a: Analysis, runs: list[dict], out_dir: str) -> list[tup
     return out
 
 
+def _ci(c, metric: str, scale: float, digits: int) -> str:
+    d, lo, hi = c.calibration.get(metric, (math.nan, math.nan, math.nan))
+    if math.isnan(d):
+        return "–"
+    return f"{d * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]"
+
+
 def _table_rows(name: str, a: Analysis) -> list[list[str]]:
     comps = {c.setting: c for c in a.comparisons.get(name, [])}
     rows = []
-    for label in a.settings[name]:
-        s = a.summary[name][label]
+    labels = list(a.settings[name]) + [c.setting for c in a.comparisons.get(name, []) if c.selected]
+    for label in labels:
+        s = a.summary[name].get(label)
         c = comps.get(label)
-        rows.append(
-            [
+        if s is None:  # a selected-on-validation arm: its numbers are its chosen settings' runs
+            picks = ", ".join(f"split {k}: {v.replace('=', ' = ')}" for k, v in sorted((c.selected or {}).items()))
+            cells = [f"{label} ({picks})", str(c.seeds), "", "", "", "", "", ""]
+        else:
+            cells = [
                 label.replace("=", " = "),
                 str(s["accuracy"][2]),
                 _fmt(*s["accuracy"][:2], scale=100),
                 _fmt(*s["nll"][:2], digits=3),
                 _fmt(*s["ece"][:2], scale=100),
-                f"{c.diff_points:+.2f}" if c else "(baseline)",
-                _p(c.p_t_holm) if c else "",
-                _p(c.p_wilcoxon_holm) if c else "",
-                ("yes" if c.significant else "no") + (f" ({c.note})" if c.note else "") if c else "",
+                _fmt(*s["ts_nll"][:2], digits=3),
+                _fmt(*s["ts_ece"][:2], scale=100),
+                _fmt(*s["temperature"][:2], digits=2),
             ]
-        )
+        if c:
+            lo, hi = c.ci_points
+            mc = sum(1 for p in c.mcnemar if p < ALPHA)
+            cells += [
+                f"{c.diff_points:+.2f}" + ("" if math.isnan(lo) else f" [{lo:+.2f}, {hi:+.2f}]"),
+                _p(c.p_boot_holm),
+                _p(c.p_t_holm),
+                "–" if c.wilcoxon_absent else _p(c.p_wilcoxon_holm),
+                f"{mc}/{len(c.mcnemar)}" if c.mcnemar else "–",
+                _p(c.p_mcnemar_pooled),
+                ("yes" if c.significant else "no") + (f" ({c.note})" if c.note else ""),
+            ]
+        else:
+            cells += ["(baseline)", "", "", "", "", "", ""]
+        rows.append(cells)
     return rows
 
 
 HEADER = [
     "setting",
-    "seeds",
+    "units",
     "accuracy %",
     "NLL",
     "ECE %",
-    "Δacc vs CE (points)",
+    "ts-NLL",
+    "ts-ECE %",
+    "T",
+    "Δacc vs CE, points [bootstrap 95% CI]",
+    "p bootstrap (Holm)",
     "p t-test (Holm)",
     "p Wilcoxon (Holm)",
-    f"beats CE (p < {ALPHA})",
+    "McNemar p < 0.05 (units)",
+    "p McNemar pooled",
+    f"beats CE (bootstrap p < {ALPHA})",
 ]
+CAL_HEADER = ["setting", "ΔNLL [95% CI]", "ΔECE % [95% CI]", "Δts-NLL [95% CI]", "Δts-ECE % [95% CI]"]
+
+
+def _calibration_rows(name: str, a: Analysis) -> list[list[str]]:
+    return [
+        [c.setting.replace("=", " = "), _ci(c, "nll", 1, 3), _ci(c, "ece", 100, 2), _ci(c, "ts_nll", 1, 3),
+         _ci(c, "ts_ece", 100, 2)]
+        for c in a.comparisons.get(name, [])
+        if c.calibration
+    ]  # fmt: skip
+
+
+def _setup(name: str, a: Analysis) -> list[str]:
+    """The experiment's set-up in sentences: model, parameters, training, splits, search space."""
+    finals = [r for rs in a.finals.get(name, {}).values() for r in rs]
+    if not finals:
+        return []
+    r0 = finals[0]
+    cfg = r0["config"]
+    extra = r0.get("extra") or {}
+    data, settings = extra.get("data") or {}, extra.get("settings") or {}
+    splits = sorted({r["config"].get("split", 0) for r in finals})
+    seeds = sorted({r["config"]["seed"] for r in finals})
+    epochs = sorted({r["config"]["epochs"] for r in finals})
+    params = settings.get("num_parameters")
+    params = f"{params:,}" if isinstance(params, int) else "?"
+    lines = [
+        f"Model `{cfg['model']}` ({params} parameters), {'/'.join(map(str, epochs))} "
+        f"epochs, batch size {cfg['batch_size']}, {cfg['optimizer']} with a {cfg['schedule']} schedule, "
+        f"augmentation {'on' if cfg.get('augment') else 'off'}.",
+        f"Splits: train {data.get('train_size', '?')}, validation {data.get('val_size', '?')} "
+        f"(a stratified {cfg.get('val_fraction', 0.2):g} of the training data), test {data.get('test_size', '?')}; "
+        f"{len(splits)} {'split' if len(splits) == 1 else 'splits'} × {len(seeds)} seeds ({', '.join(map(str, seeds))}).",
+    ]
+    trials = {}
+    for label, by_split in a.choices.get(name, {}).items():
+        for choice in by_split.values():
+            trials[label] = choice.trials + choice.failed
+    lrs = sorted({r["config"].get("lr") for r in finals if r["config"].get("lr") is not None})
+    if trials:
+        budget = sorted(set(trials.values()))
+        lines.append(
+            f"Tuning: {'/'.join(map(str, budget))} trials per setting and split (first seed), selected on "
+            f"validation accuracy (ties: validation NLL); the selected values are below"
+            + ("." if lrs else " (the optimiser's default learning rate).")
+        )
+    return lines
+
+
+def _choice_rows(name: str, a: Analysis) -> list[list[str]]:
+    rows = []
+    for label, by_split in a.choices.get(name, {}).items():
+        for split, c in sorted(by_split.items()):
+            lr = c.point.get("lr")
+            rows.append(
+                [label.replace("=", " = "), str(split), "default" if lr is None else f"{lr:g}",
+                 f"{c.point.get('weight_decay'):g}", str(c.point.get("epochs")), f"{100 * c.val_accuracy:.2f}",
+                 f"{c.val_nll:.3f}", f"{c.trials}" + (f" ({c.failed} failed)" if c.failed else "")]
+            )  # fmt: skip
+    return rows
+
+
+def _wilcoxon_note(name: str, a: Analysis) -> str | None:
+    """Why the Wilcoxon column is empty, where it is (it cannot reach α with so few units)."""
+    reasons = sorted({c.wilcoxon_absent for c in a.comparisons.get(name, []) if c.wilcoxon_absent})
+    return ("Wilcoxon signed-rank test not shown: " + "; ".join(reasons) + f" (α = {ALPHA}).") if reasons else None
+
+
+CHOICE_HEADER = ["setting", "split", "lr", "weight decay", "epochs", "val accuracy %", "val NLL", "trials"]
 
 
 def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
@@ -172,16 +291,39 @@ def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     return lines
 
 
+def _legacy_note(a: Analysis) -> str | None:
+    if not a.legacy:
+        return None
+    return (
+        f"{a.legacy} runs in this store were written before the study protocol (no validation split, "
+        "hyperparameters not tuned per setting, no stored predictions): they are shown, but no verdict rests on "
+        "them. Run `labelsmooth reproduce` (or `labelsmooth sweep`) into a new store for the protocol's numbers."
+    )
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+
+
 def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
     out = [f"# {title}", "", "## Verdicts", ""]
     out += [f"- {v}" for v in a.verdicts.values()] or ["- no finished runs"]
-    out += ["", TEST_NOTE, ""]
+    out += ["", TEST_NOTE, "", PM_NOTE, ""]
+    if _legacy_note(a):
+        out += [f"**Note:** {_legacy_note(a)}", ""]
     if notes:
         out += [notes.strip(), ""]
     for name in a.summary:
-        out += [f"## {name}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        out += ["| " + " | ".join(row) + " |" for row in _table_rows(name, a)]
-        out.append("")
+        out += [f"## {name}", ""] + _setup(name, a) + [""]
+        out += _md_table(HEADER, _table_rows(name, a))
+        if _wilcoxon_note(name, a):
+            out += [_wilcoxon_note(name, a), ""]
+        cal = _calibration_rows(name, a)
+        if cal:
+            out += ["Calibration, setting − cross-entropy (95% CI from the same two-level bootstrap):", ""]
+            out += _md_table(CAL_HEADER, cal)
+        out += ["Hyperparameters selected on validation:", ""] + _md_table(CHOICE_HEADER, _choice_rows(name, a))
         out += [
             f"![{name}: {caption}]({os.path.relpath(os.path.abspath(path), md_dir)})" for caption, path in figures[name]
         ]
@@ -215,13 +357,34 @@ def _html(a, runs, sweeps, figures, title, out_dir) -> str:
         '<ul class="verdicts">',
     ]
     out += [f"<li>{e(v)}</li>" for v in a.verdicts.values()] or ["<li>no finished runs</li>"]
-    out += ["</ul>", f'<p class="note">{e(TEST_NOTE)}</p>']
+    out += ["</ul>", f'<p class="note">{e(TEST_NOTE)}</p>', f'<p class="note">{e(PM_NOTE)}</p>']
+    if _legacy_note(a):
+        out.append(f"<p><strong>Note:</strong> {e(_legacy_note(a))}</p>")
     for name in a.summary:
-        out += [f"<h2>{e(name)}</h2>", "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>"]
+        out += [f"<h2>{e(name)}</h2>"] + [f"<p>{e(line)}</p>" for line in _setup(name, a)]
+        out += ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>"]
         for row in _table_rows(name, a):
             cls = ' class="win"' if row[-1].startswith("yes") else ""
             out.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        out += ["</table>", '<div class="figs">']
+        out.append("</table>")
+        if _wilcoxon_note(name, a):
+            out.append(f'<p class="note">{e(_wilcoxon_note(name, a))}</p>')
+        for caption, header, rows in (
+            (
+                "Calibration, setting − cross-entropy (95% CI, two-level bootstrap)",
+                CAL_HEADER,
+                _calibration_rows(name, a),
+            ),
+            ("Hyperparameters selected on validation", CHOICE_HEADER, _choice_rows(name, a)),
+        ):
+            if rows:
+                out += [
+                    f'<p class="note">{e(caption)}</p>',
+                    "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>",
+                ]
+                out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+                out.append("</table>")
+        out.append('<div class="figs">')
         for caption, path in figures[name]:
             with open(path, "rb") as f:
                 data = base64.b64encode(f.read()).decode()

@@ -12,6 +12,7 @@ sweep goes on; failed runs are retried only with ``retry_failed=True``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import sys
@@ -51,7 +52,12 @@ def run_one(config_dict: dict, threads: int | None = None, data_dir: str | None 
         "timings": result.get("timings"),
         "versions": result.get("versions"),
         "machine": result.get("machine"),
-        "extra": {"settings": result.get("settings"), "data": result.get("data")},
+        "extra": {
+            "settings": result.get("settings"),
+            "data": result.get("data"),
+            "reliability_ts": result.get("reliability_ts"),
+        },
+        "predictions": result.get("predictions"),
         "created": created,
         "finished": time.time(),
     }
@@ -175,7 +181,8 @@ def sweep(
                 cfg = record["config"]
                 label = RunConfig.from_dict(cfg).label()
                 if record["status"] == "done":
-                    note = f"{cfg['dataset']} {label} s{cfg['seed']}: acc {record['metrics']['accuracy']:.4f}"
+                    val = record["metrics"].get("val_accuracy", math.nan)  # validation: trials are chosen on it
+                    note = f"{cfg['dataset']} {label} s{cfg['seed']}: val acc {val:.4f}"
                 else:
                     note = f"{cfg['dataset']} {label} s{cfg['seed']}: FAILED"
                     bar.write(f"failed: {cfg['dataset']} {label} seed {cfg['seed']}: {record['error']}")

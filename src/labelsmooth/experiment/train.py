@@ -3,7 +3,11 @@
 The loop is a plain PyTorch loop over in-memory tensors (no DataLoader): shuffle with a seeded
 ``torch.Generator``, optionally augment the batch (random crop with zero padding, horizontal flip where it
 makes sense), step the optimiser (AdamW, or SGD with momentum) under a per-step cosine schedule, and
-evaluate on the test set after every epoch. The loss comes from the library:
+measure the validation accuracy after every epoch. The data are split into train, validation and test by
+:func:`labelsmooth.experiment.splits.make_splits` (``config.split``, ``config.val_fraction``); the model
+trains on the training part only, and the test part is read once, after training, for the final numbers.
+The final logits of validation and test are rounded to float16 and every metric is computed from the
+rounded logits, so the stored predictions reproduce the metrics exactly. The loss comes from the library:
 
 - ``ce``: :func:`labelsmooth.cross_entropy` without smoothing;
 - ``ls`` with ``gamma`` γ: :func:`labelsmooth.cross_entropy` with ``label_smoothing = 1 − γ`` and
@@ -33,8 +37,9 @@ from torch import Tensor, nn
 import labelsmooth
 from labelsmooth.experiment import data as data_module
 from labelsmooth.experiment.config import RunConfig
-from labelsmooth.experiment.metrics import evaluate, reliability_bins
+from labelsmooth.experiment.metrics import protocol_metrics, reliability_bins
 from labelsmooth.experiment.models import build
+from labelsmooth.experiment.splits import Splits, make_splits
 
 #: The learning rate when ``config.lr`` is None.
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
@@ -52,7 +57,7 @@ def train(
     progress: bool = True,
     threads: int | None = None,
 ) -> dict:
-    """Train ``config.model`` on ``config.dataset`` and evaluate it on the test set.
+    """Train ``config.model`` on the training part of ``config.dataset``; evaluate on validation and test.
 
     Args:
         config: the run; validated first (ValueError/TypeError naming the field).
@@ -61,10 +66,13 @@ def train(
         threads: torch's intra-op thread count for this run (restored afterwards); None keeps the current one.
 
     Returns:
-        A dict with ``config`` (``config.to_dict()``), ``key``, ``metrics`` (see
-        :mod:`labelsmooth.experiment.metrics`), ``reliability`` (the final test logits' equal-width
-        confidence bins, :func:`labelsmooth.experiment.metrics.reliability_bins`, for reliability diagrams),
-        ``curves`` (per-epoch ``train_loss`` and ``test_accuracy``),
+        A dict with ``config`` (``config.to_dict()``), ``key``, ``metrics``
+        (:data:`labelsmooth.experiment.metrics.PROTOCOL_METRICS`: test metrics raw and temperature-scaled,
+        the temperature fitted on validation, validation accuracy and NLL), ``reliability`` and
+        ``reliability_ts`` (the final test logits' equal-width confidence bins before and after temperature
+        scaling, :func:`labelsmooth.experiment.metrics.reliability_bins`), ``predictions``
+        (``{"val": {"logits", "labels"}, "test": {...}}``: float16 logits (n, K) and int64 labels as numpy
+        arrays), ``curves`` (per-epoch ``train_loss`` and ``val_accuracy``),
         ``timings`` (seconds: ``data``, ``train``, ``eval``, ``total``), ``settings`` (resolved values such
         as the learning rate), ``data`` (source and sizes), ``versions`` and ``machine``.
 
@@ -73,8 +81,8 @@ def train(
 
     Example:
         >>> r = train(RunConfig("digits", "mlp", epochs=1, train_size=200, test_size=100), progress=False)
-        >>> sorted(r["metrics"])
-        ['accuracy', 'adaptive_ece', 'brier', 'confidence', 'ece', 'logit_gap', 'nll']
+        >>> r["metrics"]["temperature"] > 0, r["predictions"]["test"]["logits"].shape
+        (True, (100, 10))
         >>> sum(r["reliability"]["count"])  # every test example in one confidence bin
         100
     """
@@ -84,7 +92,7 @@ def train(
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"Expected argument `threads` to be an integer >= 1 or None, but got {threads!r}")
     start = time.perf_counter()
-    dataset = load_data(config.dataset, data_dir, config.train_size, config.test_size)
+    dataset = load_splits(config, data_dir)
     t_data = time.perf_counter() - start
     with _run_settings(threads):
         record = _fit(config, dataset, progress)
@@ -97,6 +105,19 @@ def load_data(name: str, data_dir: str | None, train_size: int | None, test_size
     """:func:`labelsmooth.experiment.data.load`, remembering the last few data sets in this process."""
     env = (os.environ.get("LABELSMOOTH_DATA"), os.environ.get("XDG_CACHE_HOME"))
     return _cached_load(name, None if data_dir is None else os.path.abspath(data_dir), train_size, test_size, env)
+
+
+def load_splits(config: RunConfig, data_dir: str | None = None) -> Splits:
+    """The train/validation/test parts of the config's data set (:func:`make_splits`), cached per process."""
+    env = (os.environ.get("LABELSMOOTH_DATA"), os.environ.get("XDG_CACHE_HOME"))
+    folder = None if data_dir is None else os.path.abspath(data_dir)
+    args = (config.dataset, config.train_size, config.test_size, config.split, config.val_fraction)
+    return _cached_splits(*args, folder, env)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_splits(name, train_size, test_size, split, val_fraction, data_dir, env) -> Splits:
+    return make_splits(_cached_load(name, data_dir, train_size, test_size, env), split, val_fraction)
 
 
 @functools.lru_cache(maxsize=2)
@@ -165,7 +186,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = EVAL_BATCH) -> Tensor
     return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dict:
+def _fit(config: RunConfig, dataset: Splits, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     info = data_module.DATASETS[config.dataset]
@@ -185,8 +206,8 @@ def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dic
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     generator = torch.Generator().manual_seed(config.seed)
-    x_train, y_train, x_test, y_test = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
-    train_loss, test_accuracy = [], []
+    x_train, y_train, x_val, y_val = dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val
+    train_loss, val_accuracy = [], []
     t_train = t_eval = 0.0
     bar = tqdm(
         total=total_steps, desc=f"{config.dataset}/{config.model} {config.label()} seed={config.seed}",
@@ -217,29 +238,37 @@ def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dic
                 seen += len(idx)
                 bar.update(1)
             t1 = time.perf_counter()
-            logits = predict(model, x_test)
+            logits = predict(model, x_val)
             if not bool(torch.isfinite(logits).all()):
                 raise TrainingDiverged(
-                    f"Training diverged: non-finite test logits after epoch {epoch + 1} ({config.label()})"
+                    f"Training diverged: non-finite validation logits after epoch {epoch + 1} ({config.label()})"
                 )
-            accuracy = float((logits.argmax(dim=1) == y_test).double().mean())
+            accuracy = float((logits.argmax(dim=1) == y_val).double().mean())
             t_train += t1 - t0
             t_eval += time.perf_counter() - t1
             train_loss.append(loss_sum / seen)
-            test_accuracy.append(accuracy)
+            val_accuracy.append(accuracy)
             bar.set_postfix(epoch=epoch + 1, loss=f"{train_loss[-1]:.4f}", acc=f"{accuracy:.4f}")
     finally:
         bar.close()
     t1 = time.perf_counter()
-    metrics = evaluate(logits, y_test)
-    reliability = reliability_bins(logits, y_test)
+    val_logits = _rounded(logits, "validation", config)
+    test_logits = _rounded(predict(model, dataset.x_test), "test", config)  # the one read of the test part
+    metrics = protocol_metrics(val_logits, y_val, test_logits, dataset.y_test)
+    reliability = reliability_bins(test_logits, dataset.y_test)
+    reliability_ts = reliability_bins(test_logits.double() / metrics["temperature"], dataset.y_test)
     t_eval += time.perf_counter() - t1
     return {
         "config": config.to_dict(),
         "key": config.key(),
         "metrics": metrics,
         "reliability": reliability,
-        "curves": {"train_loss": train_loss, "test_accuracy": test_accuracy},
+        "reliability_ts": reliability_ts,
+        "predictions": {
+            "val": {"logits": val_logits.numpy(), "labels": y_val.numpy()},
+            "test": {"logits": test_logits.numpy(), "labels": dataset.y_test.numpy()},
+        },
+        "curves": {"train_loss": train_loss, "val_accuracy": val_accuracy},
         "timings": {"data": 0.0, "train": t_train, "eval": t_eval, "total": 0.0},
         "settings": {
             "lr": optimizer.defaults["lr"],
@@ -250,13 +279,25 @@ def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dic
         "data": {
             "source": dataset.source,
             "train_size": n,
-            "test_size": len(y_test),
+            "val_size": len(y_val),
+            "test_size": len(dataset.y_test),
             "num_classes": K,
             "input_shape": list(dataset.input_shape),
         },
         "versions": versions(),
         "machine": machine(),
     }
+
+
+def _rounded(logits: Tensor, part: str, config: RunConfig) -> Tensor:
+    """The logits rounded to float16 (what the store keeps); diverged (non-finite) logits raise."""
+    half = logits.to(torch.float16)
+    if not bool(torch.isfinite(half).all()):
+        raise TrainingDiverged(
+            f"Training diverged: non-finite {part} logits (or beyond float16's ±65504) after training "
+            f"({config.label()})"
+        )
+    return half
 
 
 @contextlib.contextmanager
