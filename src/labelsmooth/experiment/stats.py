@@ -147,7 +147,7 @@ def _names(experiments: list[tuple]) -> dict[tuple, str]:
 
 def analyse(runs: list[dict]) -> Analysis:
     """Summaries, paired comparisons and verdicts from store rows (only ``done`` runs count)."""
-    from labelsmooth.experiment.data import DATASETS
+    from labelsmooth.experiment.data import info as dataset_info
 
     groups: dict = defaultdict(lambda: defaultdict(dict))  # experiment -> setting -> seed -> run
     settings: dict = defaultdict(dict)
@@ -166,7 +166,7 @@ def analyse(runs: list[dict]) -> Analysis:
         out.info[name] = {
             "dataset": d["dataset"],
             "model": d["model"],
-            "num_classes": DATASETS[d["dataset"]].num_classes,
+            "num_classes": dataset_info(d["dataset"]).num_classes,
             "config": d,
         }
         out.settings[name] = dict(sorted(settings[exp].items(), key=lambda kv: _order(kv[1])))

@@ -168,7 +168,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = EVAL_BATCH) -> Tensor
 def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
-    info = data_module.DATASETS[config.dataset]
+    info = data_module.info(config.dataset)
     K = dataset.num_classes
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -189,7 +189,7 @@ def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dic
     train_loss, test_accuracy = [], []
     t_train = t_eval = 0.0
     bar = tqdm(
-        total=total_steps, desc=f"{config.dataset}/{config.model} {config.label()} seed={config.seed}",
+        total=total_steps, desc=f"{_short(config.dataset)}/{config.model} {config.label()} seed={config.seed}",
         unit="step", file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True,
     )  # fmt: skip
     try:
@@ -253,10 +253,18 @@ def _fit(config: RunConfig, dataset: data_module.Dataset, progress: bool) -> dic
             "test_size": len(y_test),
             "num_classes": K,
             "input_shape": list(dataset.input_shape),
+            "classes": list(dataset.classes),
+            "class_counts": torch.bincount(y_train, minlength=K).tolist(),
         },
         "versions": versions(),
         "machine": machine(),
     }
+
+
+def _short(dataset: str) -> str:
+    from labelsmooth.experiment import user_data
+
+    return user_data.short_name(dataset) if user_data.is_user_name(dataset) else dataset
 
 
 @contextlib.contextmanager
