@@ -20,7 +20,7 @@ r"""Statistics of a sweep: means with 95% confidence intervals over seeds, and p
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 SUMMARY_METRICS = ("accuracy", "nll", "ece")
@@ -128,20 +128,30 @@ def setting_label(config: dict) -> str:
     return RunConfig.from_dict(config).label()
 
 
+def _display(datasets: set[str]) -> dict[str, str]:
+    """Each data set as the report names it: a user data set by its file name where no other shares it."""
+    from labelsmooth.experiment import user_data
+
+    short = {d: user_data.short_name(d) if user_data.is_user_name(d) else d for d in datasets}
+    taken = Counter(short.values())
+    return {d: s if taken[s] == 1 else d for d, s in short.items()}
+
+
 def _names(experiments: list[tuple]) -> dict[tuple, str]:
     """Name each experiment by its data set, adding the model and differing fields only when needed."""
     by_ds = defaultdict(list)
     for e in experiments:
         by_ds[dict(e)["dataset"]].append(e)
     names = {}
+    shown = _display(set(by_ds))
     for ds, group in by_ds.items():
         if len(group) == 1:
-            names[group[0]] = ds
+            names[group[0]] = shown[ds]
             continue
         varying = [k for k, _ in group[0] if len({dict(g)[k] for g in group}) > 1]
         for g in group:
             d = dict(g)
-            names[g] = ds + " (" + ", ".join(f"{k}={d[k]}" for k in varying) + ")"
+            names[g] = shown[ds] + " (" + ", ".join(f"{k}={d[k]}" for k in varying) + ")"
     return names
 
 
