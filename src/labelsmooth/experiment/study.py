@@ -27,6 +27,7 @@ compare the settings on the test logits, as a sweep does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -78,6 +79,7 @@ def study(
     retry_failed: bool = False,
     report: str | None = None,
     title: str | None = None,
+    threads: int | None = None,
     **data_options,
 ) -> StudyResult:
     """Run ``train_fn`` for cross-entropy and every setting × seed; store, analyse and optionally report.
@@ -98,10 +100,14 @@ def study(
         retry_failed: run failed runs again.
         report: a folder to write the report (Markdown + HTML) of the study's runs into.
         title: the report's title.
+        threads: torch's intra-op thread count while ``train_fn`` runs (restored afterwards); None keeps it.
+        data_options: passed to :func:`~labelsmooth.experiment.user_data.register` (``label_column``, ...).
 
     Returns:
         A :class:`StudyResult`.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"Expected `threads` to be an integer >= 1 or None, but got {threads!r}")
     if not callable(train_fn):
         raise TypeError(f"Expected `train_fn` to be callable, but got {type(train_fn).__name__}")
     dataset_name = _dataset_name(data, data_options)
@@ -131,7 +137,7 @@ def study(
             for config in todo:
                 created = time.time()
                 try:
-                    with torch.random.fork_rng(devices=[]):
+                    with torch.random.fork_rng(devices=[]), _threads(threads):
                         torch.manual_seed(config.seed)
                         out = train_fn(make_loss(config, split.num_classes), split, dict(hparams), config.seed)
                     record = record_of(config, out, split, hparams=hparams, created=created)
@@ -152,6 +158,17 @@ def study(
 
         written = write_report(runs, sweeps, report, title=title or f"Study of {_short(dataset_name)}")
     return StudyResult(counts, runs, analyse(runs), written)
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None):
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _short(name: str) -> str:
