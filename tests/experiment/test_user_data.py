@@ -302,3 +302,13 @@ def test_cli_bad_data_is_one_line_naming_the_file(tmp_path, capsys):
     assert err.startswith("labelsmooth train: error: Cannot read image") and "a/000.png" in err
     assert main(["train", "--data", str(tmp_path / "nope.csv"), "--label-column", "y"]) == 2
     assert "No file or folder at" in capsys.readouterr().err
+
+
+def test_tables_without_pandas_say_what_to_install(wine, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"Tables \(CSV, Parquet\) need pandas: pip install 'labelsmooth\[tables\]'"):
+        register(wine, label_column="target")
+    assert main(["train", "--data", str(wine), "--label-column", "target", "--no-progress"]) == 2
+    assert "need pandas: pip install 'labelsmooth[tables]'" in capsys.readouterr().err

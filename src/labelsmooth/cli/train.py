@@ -82,6 +82,10 @@ def user_dataset(args: argparse.Namespace, path: str) -> str:
 
     try:
         return user_data.register(path, **options)
+    except ImportError as exc:  # pandas or pyarrow missing: the message says what to install
+        from labelsmooth.cli import CLIError
+
+        raise CLIError(str(exc)) from None
     except ValueError as exc:  # DataError too; options named as on the command line
         raise type(exc)(re.sub(r"`(\w+)`", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
 

@@ -501,7 +501,7 @@ def _read_images(root: Path, opts: _Options) -> _Raw:
     try:
         from PIL import Image
     except ImportError as exc:  # matplotlib brings Pillow; name it anyway
-        raise RuntimeError("Image folders need Pillow: pip install 'labelsmooth[harness]'") from exc
+        raise ImportError("Image folders need Pillow: pip install 'labelsmooth[harness]'") from exc
     subs = _subfolders(root)
     aliases = {a: split for split, names in SPLIT_FOLDERS.items() for a in names}
     split_dirs = {aliases[p.name.lower()]: p for p in subs if p.name.lower() in aliases}
@@ -594,7 +594,7 @@ def _pandas():
     try:
         import pandas as pd
     except ImportError as exc:
-        raise RuntimeError("Tables (CSV, Parquet) need pandas: pip install 'labelsmooth[tables]'") from exc
+        raise ImportError("Tables (CSV, Parquet) need pandas: pip install 'labelsmooth[tables]'") from exc
     return pd
 
 
@@ -607,7 +607,7 @@ def _read_table(path: Path, kind: str, opts: _Options) -> _Raw:
             try:
                 import pyarrow  # noqa: F401
             except ImportError as exc:
-                raise RuntimeError("Parquet tables need pyarrow: pip install 'labelsmooth[tables]'") from exc
+                raise ImportError("Parquet tables need pyarrow: pip install 'labelsmooth[tables]'") from exc
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
