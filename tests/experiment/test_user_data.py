@@ -185,7 +185,10 @@ def test_names_identify_content_and_options_and_refuse_changed_files(wine, tmp_p
 def test_memory_limit_refuses_before_reading(tmp_path, monkeypatch):
     root = write_images(tmp_path / "imgs", {"a": 3, "b": 3})
     monkeypatch.setenv("LABELSMOOTH_MAX_DATA_BYTES", "1000")
-    with pytest.raises(DataError, match=r"imgs needs 0.00 GiB in memory \(6 examples of shape 3x8x6 as float32\)"):
+    message = (
+        r"imgs needs 3.4 KiB in memory \(6 examples of shape 3x8x6 as float32\), more than the limit of 1000 bytes"
+    )
+    with pytest.raises(DataError, match=message):
         register(root)
     monkeypatch.setenv("LABELSMOOTH_MAX_DATA_BYTES", "10000")
     assert data.info(register(root)).num_classes == 2  # 6 × 3 × 8 × 6 × 4 = 3,456 bytes fit

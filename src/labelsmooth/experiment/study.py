@@ -133,14 +133,19 @@ def study(
         todo = pending(configs, s, retry_failed)
         counts["skipped"] = len(configs) - len(todo)
         if todo:
-            sweep_id = s.start_sweep(f"study({model})", "study", 1, len(todo), machine())
+            threads_per_run = threads or torch.get_num_threads()
+            sweep_id = s.start_sweep(
+                f"study({model})", "study", 1, len(todo), machine() | {"threads_per_run": threads_per_run}
+            )
             for config in todo:
                 created = time.time()
                 try:
                     with torch.random.fork_rng(devices=[]), _threads(threads):
                         torch.manual_seed(config.seed)
                         out = train_fn(make_loss(config, split.num_classes), split, dict(hparams), config.seed)
+                    seconds = time.time() - created
                     record = record_of(config, out, split, hparams=hparams, created=created)
+                    record["timings"] = {"train": seconds, "total": seconds}
                 except Exception as exc:  # stored, never raised: one failure must not stop the study
                     record = failed_record(config, exc, created)
                     print(f"study: {config.label()} seed {config.seed} failed: {record['error']}", file=sys.stderr)

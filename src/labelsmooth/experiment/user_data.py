@@ -271,6 +271,10 @@ def describe_line(dataset: Dataset, limit: int = 10) -> str:
 def memory_limit() -> int:
     """The most bytes of float32 inputs a data set may take: ``$LABELSMOOTH_MAX_DATA_BYTES``, else half the
     available memory (``MemAvailable`` in /proc/meminfo; 8 GiB where that cannot be read)."""
+    return _memory_limit()[0]
+
+
+def _memory_limit() -> tuple[int, str]:
     env = os.environ.get("LABELSMOOTH_MAX_DATA_BYTES")
     if env:
         try:
@@ -279,26 +283,36 @@ def memory_limit() -> int:
             value = 0
         if value <= 0:
             raise ValueError(f"Expected $LABELSMOOTH_MAX_DATA_BYTES to be a positive integer, but got {env!r}")
-        return value
+        return value, "$LABELSMOOTH_MAX_DATA_BYTES"
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
+                    return int(line.split()[1]) * 1024 // 2, "half the available memory"
     except (OSError, ValueError, IndexError):
         pass
-    return 8 << 30
+    return 8 << 30, "8 GiB: the available memory is unknown"
+
+
+def _bytes(n: float) -> str:
+    """``n`` bytes in words: "512 bytes", "3.4 KiB", "37.5 GiB"."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError  # unreachable
 
 
 def _check_memory(what: str, need: int, detail: str) -> None:
     """Refuse a data set needing ``need`` bytes (``detail`` says how that was reckoned) above :func:`memory_limit`."""
-    limit = memory_limit()
+    limit, why = _memory_limit()
     if need > limit:
         raise DataError(
-            f"{what} needs {need / 2**30:.2f} GiB in memory ({detail}), more than the limit of "
-            f"{limit / 2**30:.2f} GiB (half the available memory, or $LABELSMOOTH_MAX_DATA_BYTES). Data sets are "
-            "held in memory: resize images (image_size), use a part of the data, or train with your own loop "
-            "(labelsmooth.experiment.study.study)"
+            f"{what} needs {_bytes(need)} in memory ({detail}), more than the limit of {_bytes(limit)} ({why}). "
+            "Data sets are held in memory, not read lazily: resize the images (--image-size, image_size=) or "
+            "use a part of the data (or raise $LABELSMOOTH_MAX_DATA_BYTES if the memory is there)"
         )
 
 
