@@ -288,9 +288,16 @@ def test_cli_sweep_on_user_data_resumes_and_refuses_a_bad_model(wine, tmp_path, 
     assert main(argv) == 0
     assert "2 runs in the grid: 2 already in" in capsys.readouterr().out
     with Store(store) as s:
-        keys = {r["key"] for r in s.runs()}
+        runs = s.runs()
+    keys = {r["key"] for r in runs}
     name = register(wine, label_column="target")
     assert keys == {RunConfig(name, "mlp", epochs=1).key(), RunConfig(name, "mlp", "ls", gamma=0.9, epochs=1).key()}
+    from labelsmooth.experiment.report import data_lines
+
+    assert data_lines(runs) == [
+        f"Data wine.csv ({wine}): 3 classes, 142 train / 36 test; training examples per class: 0 47, 1 57, 2 38; "
+        "imbalance (largest / smallest) 1.50"
+    ]
     bad = tmp_path / "bad.sqlite"
     assert main([*argv[:-1], str(bad), "--models", "_user_files:wrong_head"]) == 2
     assert "to return logits of shape (N, 3)" in capsys.readouterr().err

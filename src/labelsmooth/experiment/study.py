@@ -14,7 +14,9 @@ either convention, the confidence penalty β), the seeds, the store, the statist
     print(result.verdicts)
 
 Each (setting, seed) is one run, keyed like a sweep's (a :class:`RunConfig` whose ``model`` names the
-training function and a hash of ``hparams``), so rerunning the same study skips the finished runs. A
+training function and a hash of ``hparams``), so rerunning the same study skips the finished runs. The
+config's training fields (``epochs``, ``lr``, ``batch_size``, ...) keep their defaults and mean nothing
+for a study: the training is the function's, its knobs are ``hparams``. A
 ``train_fn`` that raises, or returns logits of the wrong shape or non-finite ones, is stored as a
 ``failed`` run with its traceback and the study goes on. :func:`record_of` is the one place that turns a
 ``train_fn`` result into a stored run.
@@ -31,6 +33,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 import time
 import traceback
@@ -44,6 +47,7 @@ from labelsmooth.experiment import data as data_module
 from labelsmooth.experiment import user_data
 from labelsmooth.experiment.config import RunConfig
 from labelsmooth.experiment.grid import build_grid
+from labelsmooth.experiment.models import is_user_model
 from labelsmooth.experiment.store import Store
 
 DEFAULT_VAL_FRACTION = 0.2
@@ -116,8 +120,9 @@ def study(
         blob = json.dumps(hparams, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"Expected `hparams` to be a JSON-serialisable dict, but got {hparams!r}: {exc}") from None
-    model = name or f"{train_fn.__module__}:{train_fn.__qualname__}"
-    model = model.replace("<", "_").replace(">", "_")
+    model = re.sub(r"[^\w.:]", "_", name or f"{train_fn.__module__}:{train_fn.__qualname__}")
+    if not is_user_model(model):  # the module:callable form every model name of a RunConfig has
+        model = "study:" + model.replace(":", "_")
     if hparams:
         model += ".hparams_" + hashlib.sha256(blob.encode()).hexdigest()[:12]
     spec = {"datasets": [dataset_name], "models": [model], "seeds": seeds, "convention": convention}
