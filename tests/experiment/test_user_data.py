@@ -322,3 +322,17 @@ def test_tables_without_pandas_say_what_to_install(wine, monkeypatch, capsys):
         register(wine, label_column="target")
     assert main(["train", "--data", str(wine), "--label-column", "target", "--no-progress"]) == 2
     assert "need pandas: pip install 'labelsmooth[tables]'" in capsys.readouterr().err
+
+
+def test_python_model_factories_and_classes_train(wine):
+    from _user_files import TinyNet
+
+    from labelsmooth.experiment import models
+
+    name = register(wine, label_column="target")
+    assert models.register(TinyNet) == "_user_files:TinyNet"  # importable: works in every process
+    local = models.register(lambda input_shape, num_classes: TinyNet(input_shape, num_classes))
+    assert local.startswith(f"{__name__}:") and "lambda" in local  # this process only
+    for model in ("_user_files:TinyNet", local):
+        record = train(RunConfig(name, model, epochs=1), progress=False, threads=1)
+        assert record["settings"]["num_parameters"] == 13 * 3 + 3
