@@ -312,6 +312,8 @@ def test_cli_bad_data_is_one_line_naming_the_file(tmp_path, capsys):
     assert err.startswith("labelsmooth train: error: Cannot read image") and "a/000.png" in err
     assert main(["train", "--data", str(tmp_path / "nope.csv"), "--label-column", "y"]) == 2
     assert "No file or folder at" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--label-column", "y", "--image-size", "8x8"]) == 2
+    assert "error: --label-column, --image-size need --data PATH" in capsys.readouterr().err
 
 
 def test_tables_without_pandas_say_what_to_install(wine, monkeypatch, capsys):

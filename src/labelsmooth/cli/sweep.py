@@ -107,9 +107,10 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         value = getattr(args, name, None)
         if value is not None:
             spec[name] = value
-    if getattr(args, "data", None):
-        from labelsmooth.cli.train import user_dataset
+    from labelsmooth.cli.train import check_data_options, user_dataset
 
+    check_data_options(args)
+    if getattr(args, "data", None):
         spec["datasets"] = list(spec.get("datasets") or []) + [user_dataset(args, path) for path in args.data]
     if not spec.get("datasets"):
         raise CLIError(

@@ -65,6 +65,26 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=None, help="test share carved out if none is given (0.2)")
 
 
+def check_data_options(args: argparse.Namespace) -> None:
+    """Refuse --data's options without --data (they would be ignored silently)."""
+    from labelsmooth.cli import CLIError
+
+    given = [
+        flag
+        for flag, value in (
+            ("--label-column", args.label_column),
+            ("--one-hot", args.one_hot),
+            ("--image-size", args.image_size),
+            ("--image-mode", args.image_mode != "auto"),
+            ("--no-standardise", args.no_standardise),
+            ("--test-fraction", args.test_fraction is not None),
+        )
+        if value
+    ]
+    if given and not getattr(args, "data", None):
+        raise CLIError(f"{', '.join(given)} need --data PATH (your own data set)")
+
+
 def user_dataset(args: argparse.Namespace, path: str) -> str:
     """Register ``--data PATH`` with the data options; returns the data set's name (ValueError/DataError naming the problem)."""
     from labelsmooth.experiment import user_data
@@ -99,6 +119,7 @@ def config_from_args(args: argparse.Namespace):
     from labelsmooth.experiment.data import DATASETS
     from labelsmooth.experiment.models import default_model
 
+    check_data_options(args)
     if args.data is not None:
         args.dataset = user_dataset(args, args.data)
     elif args.dataset not in DATASETS:
