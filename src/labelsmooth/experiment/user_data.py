@@ -180,8 +180,7 @@ def register(
     query["k"] = str(dataset.num_classes)
     query["shape"] = "x".join(str(s) for s in dataset.input_shape)
     name = f"{kind}:{urllib.parse.quote(str(path))}?{urllib.parse.urlencode(sorted(query.items()))}#{raw.digest}"
-    dataset = dataclasses.replace(dataset, name=name)
-    _FULL[name] = dataset
+    _remember(name, dataclasses.replace(dataset, name=name))
     return name
 
 
@@ -230,8 +229,13 @@ def _load_full(name: str) -> Dataset:
             f"{p.path} changed since it was registered (content hash {p.digest}, now {raw.digest}): its runs "
             "belong to the old content. Register it again for a new name (and new runs)"
         )
-    dataset = dataclasses.replace(_finish(p.kind, p.path, opts, raw), name=name)
-    if len(_FULL) >= 4:  # keep the few most recent in memory
+    return _remember(name, dataclasses.replace(_finish(p.kind, p.path, opts, raw), name=name))
+
+
+def _remember(name: str, dataset: Dataset) -> Dataset:
+    """Keep the few most recent full data sets in memory (a sweep loads one data set many times)."""
+    _FULL.pop(name, None)
+    while len(_FULL) >= 4:
         _FULL.pop(next(iter(_FULL)))
     _FULL[name] = dataset
     return dataset
