@@ -301,7 +301,7 @@ def versions() -> dict[str, str | None]:
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version(), "labelsmooth": labelsmooth.__version__}
     out["torch"] = torch.__version__
-    for dist in ("numpy", "scikit-learn", "torchmetrics", "mnist1d", "tqdm"):
+    for dist in ("numpy", "scikit-learn", "torchmetrics", "mnist1d", "tqdm", "pillow", "pandas", "pyarrow"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
