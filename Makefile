@@ -13,7 +13,7 @@ setup:
 
 # Debian packages the tests use (Fashion-MNIST files, headless Chromium), where we are root with apt.
 setup-test: setup
-	$(PIP) -e '.[harness,ray,triton,huggingface,torchtune,lightning,dev]'
+	$(PIP) -e '.[harness,tables,ray,triton,huggingface,torchtune,lightning,dev]'
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium >/dev/null; \

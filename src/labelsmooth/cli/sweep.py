@@ -28,7 +28,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a grid of settings × seeds into a resumable store", description=_DESCRIPTION)
     p.add_argument("--config", help="TOML file with the grid (keys as the options below)")
     p.add_argument("--datasets", type=_names, help="comma-separated data sets, e.g. digits,mnist1d")
-    p.add_argument("--models", type=_names, help="comma-separated models, or 'auto' (default: auto)")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        action="append",
+        help="your own data set (image folder, .csv, .parquet, .npz); repeatable",
+    )
+    from labelsmooth.cli.train import add_data_options
+
+    add_data_options(p)
+    p.add_argument(
+        "--models", type=_names, help="comma-separated models (or module:callable), or 'auto' (default: auto)"
+    )
     p.add_argument("--gammas", type=_floats, help="γ values (probability on the true class), e.g. 0.95,0.9")
     p.add_argument("--smoothings", type=_floats, help="ε values in --convention")
     p.add_argument("--convention", choices=("uniform", "others"), help="convention of --smoothings (default uniform)")
@@ -133,6 +144,20 @@ def run_protocol(spec: dict, store_path: str, args: argparse.Namespace) -> dict:
     return run(spec, store_path, **sweep_options(args))
 
 
+def check_user_models(grid: list) -> None:
+    """Build each user model (``module:callable``) of the grid once and check its logits before anything runs."""
+    from labelsmooth.cli import CLIError
+    from labelsmooth.experiment.data import info
+    from labelsmooth.experiment.models import ModelError, build, is_user_model
+
+    for dataset, model in sorted({(c.dataset, c.model) for c in grid if is_user_model(c.model)}):
+        i = info(dataset)
+        try:
+            build(model, i.input_shape, i.num_classes)
+        except ModelError as exc:
+            raise CLIError(str(exc)) from None
+
+
 def spec_from_args(args: argparse.Namespace) -> dict:
     from labelsmooth.cli import CLIError
     from labelsmooth.experiment.grid import SPEC_KEYS, read_toml
@@ -142,14 +167,25 @@ def spec_from_args(args: argparse.Namespace) -> dict:
         value = getattr(args, name, None)
         if value is not None:
             spec[name] = value
+    from labelsmooth.cli.train import check_data_options, user_dataset
+
+    check_data_options(args)
+    if getattr(args, "data", None):
+        spec["datasets"] = list(spec.get("datasets") or []) + [user_dataset(args, path) for path in args.data]
     if not spec.get("datasets"):
-        raise CLIError("give --datasets (e.g. --datasets digits,mnist1d) or a --config file with `datasets`")
+        raise CLIError(
+            "give --datasets (e.g. --datasets digits,mnist1d), --data PATH or a --config file with `datasets`"
+        )
     spec.setdefault("models", ["auto"])
     return protocol_from_args(spec, args, default_search=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = run_protocol(spec_from_args(args), args.store, args)
+    from labelsmooth.experiment.tuning import trial_configs
+
+    spec = spec_from_args(args)
+    check_user_models(trial_configs(spec))
+    out = run_protocol(spec, args.store, args)
     t, f = out["trials"], out["finals"]
     print(
         f"{t['total']} tuning trials ({t['skipped']} already in {args.store}, {t['done']} done, {t['failed']} "

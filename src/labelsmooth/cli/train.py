@@ -18,8 +18,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="one training run: data set, model, loss; metrics as JSON", description=_DESCRIPTION
     )
-    p.add_argument("--dataset", required=True, help="digits, mnist1d, fashion-mnist, mnist, cifar10 or cifar100")
-    p.add_argument("--model", default="auto", help="mlp, cnn, resnet, cnn1d or auto (default: auto)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset", help="digits, mnist1d, fashion-mnist, mnist, cifar10 or cifar100")
+    which.add_argument("--data", metavar="PATH", help="your own data: an image folder, .csv, .parquet or .npz")
+    add_data_options(p)
+    p.add_argument(
+        "--model", default="auto", help="mlp, cnn, resnet, cnn1d, module:callable (your own) or auto (default: auto)"
+    )
     p.add_argument("--loss", default="ce", help="ce, ls or cp (default: ce)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--gamma", type=float, help="ls: probability on the true class, in (1/K, 1]")
@@ -49,6 +54,62 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``--data PATH`` (see :func:`labelsmooth.experiment.user_data.register`)."""
+    g = p.add_argument_group("your own data (--data)")
+    g.add_argument("--label-column", help="tables: the column holding the class")
+    g.add_argument("--one-hot", action="store_true", help="tables: one-hot encode non-numeric feature columns")
+    g.add_argument("--image-size", metavar="HxW", help="images: resize every image to H×W (bilinear)")
+    g.add_argument("--image-mode", choices=("auto", "rgb", "grayscale"), default="auto", help="images (default: auto)")
+    g.add_argument("--no-standardise", action="store_true", help="keep inputs as read (default: standardise)")
+    g.add_argument("--test-fraction", type=float, default=None, help="test share carved out if none is given (0.2)")
+
+
+def check_data_options(args: argparse.Namespace) -> None:
+    """Refuse --data's options without --data (they would be ignored silently)."""
+    from labelsmooth.cli import CLIError
+
+    given = [
+        flag
+        for flag, value in (
+            ("--label-column", args.label_column),
+            ("--one-hot", args.one_hot),
+            ("--image-size", args.image_size),
+            ("--image-mode", args.image_mode != "auto"),
+            ("--no-standardise", args.no_standardise),
+            ("--test-fraction", args.test_fraction is not None),
+        )
+        if value
+    ]
+    if given and not getattr(args, "data", None):
+        raise CLIError(f"{', '.join(given)} need --data PATH (your own data set)")
+
+
+def user_dataset(args: argparse.Namespace, path: str) -> str:
+    """Register ``--data PATH`` with the data options; returns the data set's name (ValueError/DataError naming the problem)."""
+    from labelsmooth.experiment import user_data
+
+    options = dict(
+        label_column=args.label_column,
+        image_size=args.image_size,
+        image_mode=args.image_mode,
+        categorical="onehot" if args.one_hot else "error",
+        standardise=not args.no_standardise,
+    )
+    if args.test_fraction is not None:
+        options["test_fraction"] = args.test_fraction
+    import re
+
+    try:
+        return user_data.register(path, **options)
+    except ImportError as exc:  # pandas or pyarrow missing: the message says what to install
+        from labelsmooth.cli import CLIError
+
+        raise CLIError(str(exc)) from None
+    except ValueError as exc:  # DataError too; options named as on the command line
+        raise type(exc)(re.sub(r"`(\w+)`", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
+
+
 def config_from_args(args: argparse.Namespace):
     """The :class:`RunConfig` the arguments describe, validated (ValueError naming the option)."""
     import re
@@ -58,7 +119,10 @@ def config_from_args(args: argparse.Namespace):
     from labelsmooth.experiment.data import DATASETS
     from labelsmooth.experiment.models import default_model
 
-    if args.dataset not in DATASETS:
+    check_data_options(args)
+    if args.data is not None:
+        args.dataset = user_dataset(args, args.data)
+    elif args.dataset not in DATASETS:
         raise CLIError(f"unknown data set {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     model = default_model(args.dataset) if args.model == "auto" else args.model
     if args.loss != "ls" and (args.gamma is not None or args.smoothing is not None or args.convention):
@@ -93,19 +157,26 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, but got {args.threads}")
     from labelsmooth.experiment.data import DataError
-    from labelsmooth.experiment.train import TrainingDiverged, train
+    from labelsmooth.experiment.models import ModelError
+    from labelsmooth.experiment.train import TrainingDiverged, load_data, train
 
     try:
+        if args.data is not None:
+            from labelsmooth.experiment.user_data import describe_line, short_name
+
+            dataset = load_data(config.dataset, None, config.train_size, config.test_size)
+            print(f"{short_name(config.dataset)} ({dataset.source}): {describe_line(dataset)}")
         record = train(config, data_dir=args.data_dir, progress=not args.no_progress, threads=args.threads)
-    except (DataError, TrainingDiverged) as exc:
+    except (DataError, ModelError, TrainingDiverged) as exc:
         raise CLIError(str(exc)) from None
     if args.out:
         with open(args.out, "w") as f:
             json.dump({k: v for k, v in record.items() if k != "predictions"}, f, indent=2)  # arrays: the store's
             f.write("\n")
     m, t = record["metrics"], record["timings"]
+    shown = args.data if args.data is not None else config.dataset
     print(
-        f"{config.dataset}/{config.model} {config.label()} seed={config.seed}, {config.epochs} epochs "
+        f"{shown}/{config.model} {config.label()} seed={config.seed}, {config.epochs} epochs "
         f"({record['data']['train_size']} train / {record['data']['test_size']} test): "
         f"train {t['train']:.1f} s, total {t['total']:.1f} s"
     )

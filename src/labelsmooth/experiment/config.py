@@ -28,6 +28,10 @@ def default_epochs(dataset: str) -> int:
         >>> default_epochs("digits"), default_epochs("fashion-mnist")
         (20, 4)
     """
+    from labelsmooth.experiment import user_data
+
+    if user_data.is_user_name(dataset):
+        return user_data.DEFAULT_EPOCHS
     if dataset not in DEFAULT_EPOCHS:
         raise ValueError(f"Expected a data set name in {list(DEFAULT_EPOCHS)}, but got {dataset!r}")
     return DEFAULT_EPOCHS[dataset]
@@ -75,18 +79,23 @@ class RunConfig:
             for digits (K = 10), but got 0.05
         """
         from labelsmooth.experiment.data import DATASETS
-        from labelsmooth.experiment.models import MODELS
+        from labelsmooth.experiment.data import info as dataset_info
+        from labelsmooth.experiment.models import MODELS, is_user_model
+        from labelsmooth.experiment.user_data import is_user_name
 
-        _choice("dataset", self.dataset, tuple(DATASETS))
+        if not is_user_name(self.dataset):
+            _choice("dataset", self.dataset, tuple(DATASETS))  # or a user data set's name (user_data.register)
+        info = dataset_info(self.dataset)
         if self.model == "auto":
             raise ValueError(
                 "Expected `model` to be a model name, but got 'auto': resolve it first with "
                 "labelsmooth.experiment.models.default_model(dataset)"
             )
-        _choice("model", self.model, MODELS)
+        if not is_user_model(self.model):
+            _choice("model", self.model, MODELS)
         _choice("loss", self.loss, LOSSES)
         _choice("convention", self.convention, ("uniform", "others"))
-        K = DATASETS[self.dataset].num_classes
+        K = info.num_classes
         if self.loss != "ls":
             for name in ("gamma", "smoothing"):
                 if getattr(self, name) is not None:
@@ -148,7 +157,7 @@ class RunConfig:
             raise ValueError(f"Expected `momentum` to be in [0, 1), but got {self.momentum}")
         if not isinstance(self.augment, bool):
             raise TypeError(f"Expected `augment` to be a bool, but got {type(self.augment).__name__}")
-        if self.augment and not DATASETS[self.dataset].augmentable:
+        if self.augment and not info.augmentable:
             raise ValueError(
                 f"Expected `augment` to be False for {self.dataset} (no augmentation makes sense there), but got True"
             )

@@ -1,5 +1,8 @@
 """Data sets by name, each as in-memory tensors: ``load(name, ...) -> Dataset``.
 
+The built-in data sets are below; the user's own (image folders, tables, ``.npz``, arrays) get a name from
+:func:`labelsmooth.experiment.user_data.register`, which ``load`` takes too.
+
 ========== ============================================ ================ =========
 name       source                                       size (train/test) input
 ========== ============================================ ================ =========
@@ -71,6 +74,8 @@ class Dataset:
     y_test: Tensor
     classes: tuple[str, ...]
     source: str  # where the data came from (a folder, a file or a package)
+    x_val: Tensor | None = None  # a given validation part (user data with val/ or x_val), else None
+    y_val: Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -102,6 +107,21 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def info(name: str) -> DatasetInfo:
+    """:data:`DATASETS`' entry of a built-in data set, or what a user data set's name says
+    (:func:`labelsmooth.experiment.user_data.info`)."""
+    if name in DATASETS:
+        return DATASETS[name]
+    from labelsmooth.experiment import user_data
+
+    if user_data.is_user_name(name):
+        return user_data.info(name)
+    raise ValueError(
+        f"Expected a data set name in {list(DATASETS)} or a user data set's name "
+        f"(labelsmooth.experiment.user_data.register, labelsmooth train --data PATH), but got {name!r}"
+    )
+
+
 def cache_dir() -> Path:
     """The user cache folder: ``$XDG_CACHE_HOME/labelsmooth`` or ``~/.cache/labelsmooth``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -129,7 +149,11 @@ def load(
         (torch.Size([1347, 1, 8, 8]), torch.Size([450, 1, 8, 8]), 10, (1, 8, 8))
     """
     if name not in DATASETS:
-        raise ValueError(f"Expected a data set name in {list(DATASETS)}, but got {name!r}")
+        from labelsmooth.experiment import user_data
+
+        if user_data.is_user_name(name):
+            return user_data.load(name, train_size=train_size, test_size=test_size)
+        info(name)  # raises, naming the choices
     if name == "mnist1d":
         x_tr, y_tr, x_te, y_te, classes, source = _mnist1d(train_size, test_size)
     else:

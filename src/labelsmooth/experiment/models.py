@@ -7,12 +7,21 @@
 - ``cnn1d``: for MNIST-1D: three 1-D conv layers (32, 64, 64 channels, ReLU), global max-pool, a head.
 
 ``default_model(dataset)`` is the ``auto`` choice: digits → mlp, mnist1d → cnn1d, fashion-mnist and
-mnist → cnn, cifar → resnet.
+mnist → cnn, cifar → resnet; for a user data set by its input shape: tables (F,) → mlp, sequences (C, L)
+→ cnn1d, images (C, H, W) → cnn.
+
+The user's own model: ``"module:callable"`` names a function or an ``nn.Module`` class called as
+``callable(input_shape, num_classes)`` and returning an ``nn.Module`` whose logits are (N, num_classes)
+(checked on two zero inputs before training). In Python, :func:`register` turns a factory or class into
+such a name. The name, not the code, goes into the run key: change the code, change the name (or the store).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +37,92 @@ _DEFAULTS = {
 }
 
 
+_USER_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_REGISTERED: dict[str, Callable[..., nn.Module]] = {}  # names of factories not importable by name
+
+
+class ModelError(ValueError):
+    """A user model that cannot be imported or built, or returns logits of the wrong shape."""
+
+
+def is_user_model(name: object) -> bool:
+    """Whether ``name`` has the ``module:callable`` form of a user model.
+
+    Example:
+        >>> is_user_model("mlp"), is_user_model("mypackage.nets:make_net")
+        (False, True)
+    """
+    return isinstance(name, str) and _USER_MODEL.match(name) is not None
+
+
+def register(factory: Callable[..., nn.Module]) -> str:
+    """The ``module:callable`` name of a factory or ``nn.Module`` class, for ``RunConfig(model=...)``.
+
+    A callable importable under that name (defined at the top level of a module) works in every process
+    (sweep workers, Ray); another one (a lambda, a local function) is remembered in this process only.
+
+    Example:
+        >>> register(MLP)
+        'labelsmooth.experiment.models:MLP'
+    """
+    if not callable(factory):
+        raise TypeError(
+            f"Expected `factory` to be callable (input_shape, num_classes) -> nn.Module, but got {factory!r}"
+        )
+    name = f"{factory.__module__}:{factory.__qualname__}"
+    if not is_user_model(name):  # '<lambda>', '<locals>'
+        safe = re.sub(r"[^\w.]", "_", factory.__qualname__)
+        name = f"{factory.__module__}:{safe}_{id(factory):x}"
+    try:
+        found = _resolve(name)
+    except ModelError:
+        found = None
+    if found is not factory:
+        _REGISTERED[name] = factory
+    return name
+
+
+def _resolve(name: str) -> Callable[..., nn.Module]:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    module, _, attr = name.partition(":")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelError(f"Cannot import module {module!r} of model {name!r}: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"Module {module!r} has no {attr!r} (model {name!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelError(f"Expected {name!r} to be a callable (input_shape, num_classes) -> nn.Module, but got {obj!r}")
+    return obj
+
+
+def check_logits(model: nn.Module, name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Raise :class:`ModelError` unless ``model`` maps two zero inputs to logits of shape (2, num_classes).
+
+    The check runs in eval mode without gradients (no batch-norm statistics change) and restores the mode.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape))
+    except Exception as exc:
+        raise ModelError(
+            f"Model {name!r} fails on a batch of inputs of shape {tuple(input_shape)}: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ModelError(
+            f"Expected model {name!r} to return logits of shape (N, {num_classes}) (N = 2 inputs of shape "
+            f"{tuple(input_shape)}, {num_classes} classes), but got {got}"
+        )
+
+
 def default_model(dataset: str) -> str:
     """The model ``auto`` picks for a data set.
 
@@ -35,6 +130,10 @@ def default_model(dataset: str) -> str:
         >>> default_model("digits"), default_model("fashion-mnist"), default_model("cifar100")
         ('mlp', 'cnn', 'resnet')
     """
+    from labelsmooth.experiment import user_data
+
+    if user_data.is_user_name(dataset):
+        return {1: "mlp", 2: "cnn1d", 3: "cnn"}.get(len(user_data.info(dataset).input_shape), "mlp")
     if dataset not in _DEFAULTS:
         raise ValueError(f"Expected a data set name in {list(_DEFAULTS)}, but got {dataset!r}")
     return _DEFAULTS[dataset]
@@ -44,7 +143,7 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
     """A freshly initialised model (uses torch's global RNG: seed it first).
 
     Args:
-        name: one of :data:`MODELS`.
+        name: one of :data:`MODELS`, or a user model ``"module:callable"`` (see the module docstring).
         input_shape: one example's shape without the batch dimension: (C, H, W) images, (C, L) sequences.
         num_classes: K, the width of the output logits (N, K).
 
@@ -54,6 +153,19 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
         torch.Size([2, 10])
     """
     input_shape = tuple(input_shape)
+    if is_user_model(name):
+        factory = _resolve(name)
+        try:
+            model = factory(input_shape, num_classes)
+        except Exception as exc:
+            raise ModelError(
+                f"Model {name!r} failed to build for input shape {input_shape} and {num_classes} classes: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"Expected model {name!r} to return an nn.Module, but got {type(model).__name__}")
+        check_logits(model, name, input_shape, num_classes)
+        return model
     if name == "mlp":
         return MLP(math.prod(input_shape), num_classes)
     if name == "cnn":
@@ -65,7 +177,7 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
     if name == "cnn1d":
         _need(name, input_shape, 2)
         return CNN1d(input_shape, num_classes)
-    raise ValueError(f"Expected a model name in {list(MODELS)}, but got {name!r}")
+    raise ValueError(f"Expected a model name in {list(MODELS)} or 'module:callable', but got {name!r}")
 
 
 def _need(name: str, shape: tuple[int, ...], ndim: int) -> None:

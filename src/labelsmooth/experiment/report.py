@@ -266,6 +266,29 @@ def _wilcoxon_note(name: str, a: Analysis) -> str | None:
 CHOICE_HEADER = ["setting", "split", "lr", "weight decay", "epochs", "val accuracy %", "val NLL", "trials"]
 
 
+def data_lines(runs: list[dict], limit: int = 20) -> list[str]:
+    """One line per data set (and training size): classes, training counts, imbalance, from the run records."""
+    from labelsmooth.experiment import user_data
+
+    lines, seen = [], set()
+    for r in runs:
+        d, c = (r.get("extra") or {}).get("data") or {}, r["config"]
+        key = (c["dataset"], d.get("train_size"))
+        if key in seen or not d.get("class_counts") or not d.get("classes"):
+            continue
+        seen.add(key)
+        counts = d["class_counts"]
+        pairs = [f"{k} {n}" for k, n in zip(d["classes"], counts)]
+        shown = ", ".join(pairs[:limit]) + (f", ... ({len(pairs) - limit} more)" if len(pairs) > limit else "")
+        name = user_data.short_name(c["dataset"]) if user_data.is_user_name(c["dataset"]) else c["dataset"]
+        ratio = f"{max(counts) / min(counts):.2f}" if min(counts) else "inf (a class has no training example)"
+        lines.append(
+            f"Data {name} ({d.get('source')}): {len(pairs)} classes, {d.get('train_size')} train / "
+            f"{d.get('test_size')} test; training examples per class: {shown}; imbalance (largest / smallest) {ratio}"
+        )
+    return lines
+
+
 def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     lines = []
     done = [r for r in runs if r["status"] == "done"]
@@ -285,6 +308,7 @@ def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     versions = next((r.get("versions") for r in done if r.get("versions")), None)
     if versions:
         lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    lines += data_lines(done)
     for r in failed[:20]:
         c = r["config"]
         lines.append(f"Failed: {c['dataset']} {setting_label(c)} seed {c['seed']}: {r.get('error')}")

@@ -35,7 +35,7 @@ Only the *final* runs count: each seed at the hyperparameters selected on valida
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -296,21 +296,41 @@ def setting_label(config: dict) -> str:
     return RunConfig.from_dict(config).label()
 
 
+def _display(datasets: set[str]) -> dict[str, str]:
+    """Each data set as the report names it: a user data set by its file name where no other shares it."""
+    from labelsmooth.experiment import user_data
+
+    short = {d: user_data.short_name(d) if user_data.is_user_name(d) else d for d in datasets}
+    taken = Counter(short.values())
+    return {d: s if taken[s] == 1 else d for d, s in short.items()}
+
+
 def _names(experiments: list[tuple]) -> dict[tuple, str]:
     """Name each experiment by its data set, adding the model and differing fields only when needed."""
     by_ds = defaultdict(list)
     for e in experiments:
         by_ds[dict(e)["dataset"]].append(e)
     names = {}
+    shown = _display(set(by_ds))
     for ds, group in by_ds.items():
         if len(group) == 1:
-            names[group[0]] = ds
+            names[group[0]] = shown[ds]
             continue
         varying = [k for k, _ in group[0] if len({dict(g).get(k) for g in group}) > 1]
         for g in group:
             d = dict(g)
-            names[g] = ds + " (" + ", ".join(f"{k}={d.get(k)}" for k in varying) + ")"
+            names[g] = shown[ds] + " (" + ", ".join(f"{k}={d.get(k)}" for k in varying) + ")"
     return names
+
+
+def _num_classes(dataset: str) -> int | None:
+    """The class count of a built-in or user data set; None for a name this installation does not know."""
+    from labelsmooth.experiment.data import info
+
+    try:
+        return info(dataset).num_classes
+    except ValueError:
+        return None
 
 
 def _unit(r: dict) -> tuple[int, int]:
@@ -388,7 +408,6 @@ def analyse(runs: list[dict], predictions: dict | None = None) -> Analysis:
         predictions: ``Store.predictions()`` (``{key: {"test": {"logits", "labels"}, ...}}``); without
             them the bootstrap and McNemar tests are absent and no verdict is significant.
     """
-    from labelsmooth.experiment.data import DATASETS
     from labelsmooth.experiment.tuning import finals, group_of
 
     done = [r for r in runs if r["status"] == "done"]
@@ -409,7 +428,7 @@ def analyse(runs: list[dict], predictions: dict | None = None) -> Analysis:
         out.info[name] = {
             "dataset": d["dataset"],
             "model": d["model"],
-            "num_classes": DATASETS[d["dataset"]].num_classes if d["dataset"] in DATASETS else None,
+            "num_classes": _num_classes(d["dataset"]),
             "config": d,
         }
         out.settings[name] = dict(sorted(settings[exp].items(), key=lambda kv: _order(kv[1])))

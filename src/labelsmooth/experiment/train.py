@@ -189,7 +189,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = EVAL_BATCH) -> Tensor
 def _fit(config: RunConfig, dataset: Splits, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
-    info = data_module.DATASETS[config.dataset]
+    info = data_module.info(config.dataset)
     K = dataset.num_classes
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -210,7 +210,7 @@ def _fit(config: RunConfig, dataset: Splits, progress: bool) -> dict:
     train_loss, val_accuracy = [], []
     t_train = t_eval = 0.0
     bar = tqdm(
-        total=total_steps, desc=f"{config.dataset}/{config.model} {config.label()} seed={config.seed}",
+        total=total_steps, desc=f"{_short(config.dataset)}/{config.model} {config.label()} seed={config.seed}",
         unit="step", file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True,
     )  # fmt: skip
     try:
@@ -283,6 +283,8 @@ def _fit(config: RunConfig, dataset: Splits, progress: bool) -> dict:
             "test_size": len(dataset.y_test),
             "num_classes": K,
             "input_shape": list(dataset.input_shape),
+            "classes": list(dataset.classes),
+            "class_counts": torch.bincount(y_train, minlength=K).tolist(),
         },
         "versions": versions(),
         "machine": machine(),
@@ -298,6 +300,12 @@ def _rounded(logits: Tensor, part: str, config: RunConfig) -> Tensor:
             f"({config.label()})"
         )
     return half
+
+
+def _short(dataset: str) -> str:
+    from labelsmooth.experiment import user_data
+
+    return user_data.short_name(dataset) if user_data.is_user_name(dataset) else dataset
 
 
 @contextlib.contextmanager
@@ -334,7 +342,7 @@ def versions() -> dict[str, str | None]:
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version(), "labelsmooth": labelsmooth.__version__}
     out["torch"] = torch.__version__
-    for dist in ("numpy", "scikit-learn", "torchmetrics", "mnist1d", "tqdm"):
+    for dist in ("numpy", "scikit-learn", "torchmetrics", "mnist1d", "tqdm", "pillow", "pandas", "pyarrow"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
