@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+from torch import Tensor
+
 from labelsmooth import _validation as V
 
 #: Framework name -> the convention its ``label_smoothing``/``epsilon`` argument uses.
@@ -51,6 +54,28 @@ def to_uniform(value: float, num_classes: int, setting: str) -> float:
     if setting == "others":
         return value * K / (K - 1)
     return (1.0 - value) * K / (K - 1)  # gamma
+
+
+def class_coefficient(label_smoothing: float, convention: str, prior: float | Tensor) -> float | Tensor:
+    r"""The coefficient :math:`s_j` with :math:`q(e_j) = (1-s_j)\,e_j + s_j\,\pi` for a class of prior mass π_j.
+
+    "uniform": s_j = ε. "others": s_j = ε / (1 − π_j), so that the true class keeps exactly 1 − ε (with the
+    uniform prior π_j = 1/K that is ε·K/(K−1)). ``prior`` is a number or a tensor of class masses.
+    """
+    if convention == "uniform":
+        return torch.full_like(prior, label_smoothing) if isinstance(prior, Tensor) else label_smoothing
+    return label_smoothing / (1.0 - prior)
+
+
+def epsilon_limit(num_classes: int, convention: str) -> float:
+    """The ε (exclusive) at which the true class stops being strictly the most likely: 1 for "uniform",
+    (K − 1)/K for "others" (both are γ = 1/K)."""
+    return 1.0 if convention == "uniform" else (num_classes - 1) / num_classes
+
+
+def gamma_limit(num_classes: int) -> float:
+    """The γ (exclusive lower bound) at which the true class stops being strictly the most likely: 1/K."""
+    return 1.0 / num_classes
 
 
 def from_uniform(eps_uniform: float, num_classes: int, setting: str) -> float:
@@ -95,16 +120,16 @@ def convert_smoothing(value: float, num_classes: int, source: str, target: str) 
         raise ValueError(f"Expected argument `value` to be a number, but got {value!r}")
     value = float(value)
     if src == "gamma":
-        if not 1.0 / K < value <= 1.0:
+        if not gamma_limit(K) < value <= 1.0:
             raise ValueError(
                 f"Expected argument `value` (γ, the probability on the true class) to be in (1/K, 1] = "
-                f"({1.0 / K:.6g}, 1] so the true class stays the most likely, but got {value}"
+                f"({gamma_limit(K):.6g}, 1] so the true class stays the most likely, but got {value}"
             )
     elif value < 0:
         raise ValueError(f"Expected argument `value` (ε in the {source!r} convention) to be >= 0, but got {value}")
     eps_u = to_uniform(value, K, src)
     if eps_u >= 1.0:
-        limit = 1.0 if src == "uniform" else (K - 1) / K
+        limit = epsilon_limit(K, src)
         raise ValueError(
             f"Expected argument `value` (ε in the {source!r} convention) to be below {limit:.6g} for K={K}, "
             f"so that the true class stays strictly the most likely (γ > 1/K), but got {value}"

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.kernels import select_backend, torch_backend
-from labelsmooth.losses import check_cross_entropy_args, compute_dtype, reduce_rows
-from labelsmooth.targets import index_target_coefficients, prior_vector, smooth_probabilities
+from labelsmooth._common import class_dim, compute_dtype, reduce_rows
+from labelsmooth.kernels import select_backend
+from labelsmooth.targets import coefficients
 
 
 class _PrecomputedGrad(torch.autograd.Function):
@@ -26,7 +26,7 @@ class _PrecomputedGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, loss: Tensor, grad: Tensor, per_row: bool) -> Tensor:  # type: ignore[override]
         # grad is (M, K), class dimension last; hand it back in the input's layout (a view, no copy).
-        cdim = V.class_dim(input)
+        cdim = class_dim(input)
         ctx.grad = grad.reshape(input.movedim(cdim, -1).shape).movedim(-1, cdim)
         ctx.per_row = per_row
         return loss
@@ -40,7 +40,7 @@ class _PrecomputedGrad(torch.autograd.Function):
                 "computed in the forward pass and handed over without a copy; recompute the loss"
             )
         if ctx.per_row:
-            cdim = V.class_dim(grad)
+            cdim = class_dim(grad)
             return grad * grad_output.unsqueeze(cdim).to(grad.dtype), None, None, None
         if bool(grad_output != 1):
             return grad * grad_output.to(grad.dtype), None, None, None
@@ -130,13 +130,11 @@ def fused_cross_entropy(
         >>> loss.backward(); torch.allclose(z.grad, torch.autograd.grad(ref, z)[0])
         True
     """
-    args = check_cross_entropy_args(
+    args = V.check_cross_entropy_args(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior, check_range=False
     )  # the target values are checked once the kernel is queued (below)
-    if not isinstance(inplace, bool):
-        raise TypeError(f"Expected argument `inplace` to be a bool, but got {type(inplace).__name__}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}")
+    inplace = V.check_bool("inplace", inplace)
+    chunk_size = V.check_chunk_size(chunk_size)
     logits = args.logits
     kernel = select_backend(backend, logits)
     needs_grad = torch.is_grad_enabled() and input.requires_grad
@@ -146,33 +144,13 @@ def fused_cross_entropy(
     dtype = compute_dtype(input.dtype)
     M, K = logits.shape
     with torch.no_grad():
-        z = logits.detach()
-        if args.soft:
-            q = smooth_probabilities(
-                args.target.to(dtype), args.label_smoothing, args.convention,
-                prior_vector(prior, K, dtype=dtype, device=input.device),
-            )  # fmt: skip
-            if weight is not None:
-                q = q * weight.to(dtype)
-            denominator: Tensor | float = float(M)
-        else:
-            c = index_target_coefficients(
-                args.target, K, args.label_smoothing, convention=args.convention, prior=prior,
-                weight=weight, ignore_index=ignore_index, dtype=dtype,
-            )  # fmt: skip
-            denominator = c.row_weight.sum()
-        scale = 1.0 / denominator if args.reduction == "mean" else 1.0
-        grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
-        if not needs_grad:
-            if args.soft:
-                row, _ = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=False, chunk_size=chunk_size)
-            else:
-                row = torch_backend.row_loss(z, c, chunk_size=chunk_size)
-            grad = None
-        elif args.soft:
-            row, grad = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=inplace, chunk_size=chunk_size)
-        else:
-            row, grad = kernel.loss_and_grad(z, c, grad_scale, inplace=inplace, chunk_size=chunk_size)
+        c = coefficients(args, dtype)
+        denominator = c.row_weight.sum() if not args.soft else float(M)
+        grad_scale = None
+        if needs_grad:
+            scale = 1.0 / denominator if args.reduction == "mean" else 1.0
+            grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
+        row, grad = kernel.loss_and_grad(logits.detach(), c, grad_scale, inplace=inplace, chunk_size=chunk_size)
         loss = reduce_rows(row, args.reduction, denominator, args.out_shape)
     out = loss if grad is None else _PrecomputedGrad.apply(input, loss, grad, args.reduction == "none")
     out = out.to(input.dtype)
