@@ -123,31 +123,29 @@ def check_target_range(target: Tensor, num_classes: int, ignore_index: int | Non
         )
 
 
-def check_weight(weight: Tensor | None, num_classes: int, name: str = "weight") -> None:
-    if weight is None:
-        return
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"Expected argument `{name}` to be a torch.Tensor or None, but got {type(weight).__name__}")
-    if weight.shape != (num_classes,):
+def _check_class_vector(name: str, value: object, num_classes: int) -> Tensor | None:
+    """None, or a floating-point tensor of shape (K,), one entry per class."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor):
+        raise TypeError(f"Expected argument `{name}` to be a torch.Tensor or None, but got {type(value).__name__}")
+    if value.shape != (num_classes,):
         raise ValueError(
-            f"Expected argument `{name}` to have shape ({num_classes},), one per class, but got {tuple(weight.shape)}"
+            f"Expected argument `{name}` to have shape ({num_classes},), one per class, but got {tuple(value.shape)}"
         )
-    if not weight.is_floating_point():
-        raise TypeError(f"Expected argument `{name}` to have a floating-point dtype, but got {weight.dtype}")
+    if not value.is_floating_point():
+        raise TypeError(f"Expected argument `{name}` to have a floating-point dtype, but got {value.dtype}")
+    return value
+
+
+def check_weight(weight: Tensor | None, num_classes: int, name: str = "weight") -> None:
+    _check_class_vector(name, weight, num_classes)
 
 
 def check_prior(prior: Tensor | None, num_classes: int, convention: str = "uniform") -> None:
     """A probability vector of length K: finite, non-negative, summing to 1 (tolerance 1e-6)."""
-    if prior is None:
+    if _check_class_vector("prior", prior, num_classes) is None:
         return
-    if not isinstance(prior, Tensor):
-        raise TypeError(f"Expected argument `prior` to be a torch.Tensor or None, but got {type(prior).__name__}")
-    if prior.shape != (num_classes,):
-        raise ValueError(
-            f"Expected argument `prior` to have shape ({num_classes},), one per class, but got {tuple(prior.shape)}"
-        )
-    if not prior.is_floating_point():
-        raise TypeError(f"Expected argument `prior` to have a floating-point dtype, but got {prior.dtype}")
     p = prior.detach().double()
     if not bool(torch.isfinite(p).all()):
         raise ValueError(

@@ -141,19 +141,10 @@ class LinearCrossEntropyLoss(SmoothedCrossEntropyOptions):
         torch.Size([9, 4])
     """
 
-    def __init__(
-        self,
-        weight: Tensor | None = None,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-        *,
-        convention: str = "uniform",
-        prior: Tensor | None = None,
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(weight, ignore_index, reduction, label_smoothing, convention=convention, prior=prior)
-        self.chunk_size = chunk_size
+    def __init__(self, *args, chunk_size: int | None = None, **kwargs) -> None:
+        """The options of :class:`SmoothedCrossEntropyOptions`, and ``chunk_size`` (rows per chunk, or None)."""
+        super().__init__(*args, **kwargs)
+        self.chunk_size = V.check_chunk_size(chunk_size)
 
     def forward(
         self, input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None = None

@@ -62,18 +62,13 @@ def _compiled():
 
 
 def loss_and_grad(
-    logits: Tensor,
-    coefs: Coefficients,
-    grad_scale: Tensor | None,
-    *,
-    inplace: bool,
-    chunk_size: int | None = None,
+    logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None
 ) -> tuple[Tensor, Tensor | None]:
-    """Row losses (M,) and the scaled gradient (M, K), or None without ``grad_scale``; contract in
-    :mod:`labelsmooth.kernels`."""
+    """The contract of :mod:`labelsmooth.kernels`, by the compiled :func:`_rows` on chunks of ``chunk_size``
+    rows (default: :data:`CHUNK_ELEMENTS` logits on CPUs, every row at once on GPUs)."""
+    needs_grad = grad_scale is not None
     M, K = logits.shape
     cdtype = compute_dtype(logits.dtype)
-    needs_grad = grad_scale is not None
     grad = (logits if inplace else torch.empty_like(logits)) if needs_grad else None
     row_loss = torch.empty(M, dtype=cdtype, device=logits.device)
     if not coefs.smoothing:

@@ -156,17 +156,12 @@ def gradient(z: Tensor, lse: Tensor, r: Rows, s: Tensor) -> Tensor:
 
 
 def loss_and_grad(
-    logits: Tensor,
-    coefs: Coefficients,
-    grad_scale: Tensor | None,
-    *,
-    inplace: bool,
-    chunk_size: int | None = None,
+    logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None
 ) -> tuple[Tensor, Tensor | None]:
-    """Row losses (M,) and the scaled gradient (M, K), or None without ``grad_scale``; contract in
-    :mod:`labelsmooth.kernels`."""
-    M, K = logits.shape
+    """The contract of :mod:`labelsmooth.kernels`, by :func:`chunk_loss_and_grad` (or :func:`chunk_loss`
+    without ``grad_scale``) on chunks of ``chunk_size`` rows (default: :data:`CHUNK_ELEMENTS` logits)."""
     cdtype = compute_dtype(logits.dtype)
+    M, K = logits.shape
     upcast = cdtype != logits.dtype
     row_loss = torch.empty(M, dtype=cdtype, device=logits.device)
     chunk = chunk_size or default_chunk_size(M, K)

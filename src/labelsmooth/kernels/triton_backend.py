@@ -105,14 +105,9 @@ def _num_warps(block: int) -> int:
 
 
 def loss_and_grad(
-    logits: Tensor,
-    coefs: Coefficients,
-    grad_scale: Tensor | None,
-    *,
-    inplace: bool,
-    chunk_size: int | None = None,
-    block_size: int | None = None,
-) -> tuple[Tensor, Tensor | None]:
+    logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None,
+    block_size: int | None = None, num_warps: int | None = None,
+) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     r"""Per-row loss and gradient of the label-smoothed cross-entropy, with the Triton kernel.
 
     .. math::
@@ -127,6 +122,7 @@ def loss_and_grad(
         inplace: write the gradient into the logits' storage (their values are lost).
         chunk_size: accepted for the common signature and ignored: the kernel streams the rows.
         block_size: classes per tile, a power of two >= 16; default min(next power of two >= K, 2048).
+        num_warps: warps per program; default 4 up to tiles of 2048 classes, then 8, then 16.
 
     Returns:
         ``(row_loss, grad)``: row_loss (M,) in float32 (float64 for float64 logits); grad (M, K) in the
@@ -201,6 +197,6 @@ def loss_and_grad(
         logits, logits.stride(0), logits if grad is None else grad, logits.stride(0) if grad is None else grad.stride(0),
         target, coefs.ignore_index, a, b, m, v, stride_v, a_val, b_val, v_val, scale, scale.stride(0) if write_grad else 0,
         row_loss, K, BLOCK=block, ACC=acc, SCALARS=scalars is not None, WRITE_GRAD=write_grad,
-        num_warps=_num_warps(block),
+        num_warps=num_warps or _num_warps(block),
     )  # fmt: skip
     return row_loss, grad
