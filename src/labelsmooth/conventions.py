@@ -11,7 +11,7 @@ gamma       γ                                    (1 − γ)/(K−1)   (the seed
 ==========  ===================================  ===========================================
 
 so ε_o = ε_u (K−1)/K, γ = 1 − ε_o, and the true class stays strictly the most likely exactly when
-γ > 1/K, i.e. ε_u < 1. Sources: ../shared/ANCHORS.md, read from each framework's code.
+γ > 1/K, i.e. ε_u < 1. Sources: each framework's own code (docs/theory.md).
 """
 
 from __future__ import annotations

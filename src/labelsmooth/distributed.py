@@ -19,7 +19,7 @@ logits are never stored whole.
 
 Megatron-LM's vocab-parallel cross-entropy instead uses the partition's vocabulary size and the mean of
 the log-probabilities over the partition for the smoothing term, which is wrong when the tensor-parallel
-size is above 1 (NVIDIA/Megatron-LM issues #737 and #7464); docs/distributed.md measures that error.
+size is above 1; docs/distributed.md measures that error and cites the upstream reports.
 
 Without an initialised process group (and ``group=None``) the functions run on one process, world size 1.
 """

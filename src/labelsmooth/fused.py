@@ -1,7 +1,7 @@
 r"""Fused label-smoothed cross-entropy: the gradient is computed during the forward pass, chunk by chunk.
 
-Same semantics and results as :func:`labelsmooth.cross_entropy` (the reference); the memory is the
-gradient buffer (1× the logits), or nothing beyond a chunk with ``inplace=True``.
+Same semantics and results as :func:`labelsmooth.cross_entropy` (the reference), computed by a backend of
+:mod:`labelsmooth.kernels`.
 """
 
 from __future__ import annotations
@@ -80,31 +80,21 @@ def fused_cross_entropy(
     r"""Label-smoothed cross-entropy with the gradient produced during the forward pass.
 
     .. math::
-        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v), \qquad
-        \nabla_{z_i} = m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v
+        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v_i), \qquad
+        \nabla_{z_i} = m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v_i
 
-    with the coefficients of :func:`labelsmooth.targets.index_target_coefficients` (see
-    :mod:`labelsmooth.targets`). The denominator of ``reduction="mean"`` (:math:`\sum_i w_{y_i}`) is known
-    from the targets before the pass, so each row's gradient is final once computed; backward only
-    multiplies it by grad_output (per row for ``reduction="none"``). Values and gradients equal
-    :func:`labelsmooth.cross_entropy`'s (tests: 1e-9 relative in float64).
+    with the coefficients of :mod:`labelsmooth.targets`: the same values and gradients as
+    :func:`labelsmooth.cross_entropy`, whose arguments it takes. Each row's gradient is final once
+    computed (the "mean" denominator is known from the targets); backward multiplies it by grad_output.
 
-    Memory: the gradient buffer (the logits' size) plus one chunk. With ``inplace=True`` the gradient is
-    written into the input's storage: **the logits are destroyed**; the input must be an activation (not
-    a leaf requiring grad), contiguous with the class dimension last in memory. If another autograd node
-    saved the logits for its own backward (e.g. a ``tanh`` output), autograd raises at backward (version
-    counter). Without a gradient to compute (no grad mode, or input not requiring grad) only the loss is
-    computed and nothing is overwritten. ``loss.backward()`` hands the buffer over (no copy; a second
-    backward through the same graph raises); other upstream gradients get a scaled copy.
-
-    Target values outside [0, C) (other than ``ignore_index``) raise ValueError, as in the reference, but
-    only once the kernel is queued (the kernel reads clamped targets), so that on a GPU the one host sync
-    of that check overlaps the kernel; with ``inplace=True`` the logits are already overwritten then.
-
-    Chunks hold about ``2**24`` logits by default (64 MiB of float32; chunk size barely changes memory,
-    and fewer chunks mean fewer thread barriers: :mod:`labelsmooth.kernels.torch_backend`). float16/bfloat16 are computed in
-    float32 (chunk by chunk). Class-probability targets are supported chunk by chunk but need their own
-    (N, C) smoothed target (no memory saving over the reference beyond the log-softmax).
+    Memory: a gradient buffer of the logits' size, or none with ``inplace=True``, which writes the
+    gradient into the input's storage: **the logits are destroyed**. The input must then be an activation
+    (not a leaf requiring grad), contiguous with the class dimension last in memory, and not saved by
+    another autograd node (autograd then raises at backward). Without a gradient to compute (no grad mode,
+    or an input that does not require grad) only the loss is computed and nothing is overwritten.
+    ``loss.backward()`` hands the buffer over without a copy: a second backward through the same graph
+    raises; other upstream gradients get a scaled copy. Class indices outside [0, C) raise ValueError
+    once the kernel has run (with ``inplace=True`` the logits are overwritten by then).
 
     Args:
         input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk).
@@ -112,10 +102,8 @@ def fused_cross_entropy(
         weight, ignore_index, reduction, label_smoothing, convention, prior: as
             :func:`labelsmooth.cross_entropy`.
         inplace: write the gradient into the input's buffer (destroys the logits).
-        chunk_size: rows per chunk; None picks ~2**24 logits per chunk.
+        chunk_size: rows per chunk; None for the backend's default.
         backend: "auto", "torch", "triton" or "compiled" (:func:`labelsmooth.kernels.select_backend`).
-            "compiled" is :mod:`labelsmooth.kernels.compiled_backend`: the chunk fused by ``torch.compile``
-            (smoothing nearly free; compiles on first use; needs a C++ compiler on CPUs).
 
     Returns:
         The loss in the input's dtype: a scalar, or per-element for ``reduction="none"``.

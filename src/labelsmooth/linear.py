@@ -145,19 +145,13 @@ def linear_cross_entropy(
         z_i = W h_i + b, \qquad
         \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(h_i\cdot W^\top v + b\cdot v)
 
-    (coefficients: :mod:`labelsmooth.targets`). torch's :func:`torch.nn.functional.linear_cross_entropy`
-    signature plus our ``convention``/``prior``/``chunk_size``; values and gradients equal
-    :func:`labelsmooth.cross_entropy` on the materialised logits (tests: 1e-9 relative in float64).
-
-    Rows are processed ``chunk_size`` at a time (default: about 2**24 logits per chunk,
-    :func:`default_chunk_size`); each chunk's logits become their gradient in place, and the gradients of
-    input, ``linear_weight`` and ``linear_bias`` are accumulated in the forward pass (backward scales them).
-    Smoothing uses the rank-one identity of the module docstring: no extra vocabulary pass. For
-    ``reduction="none"`` the gradients depend on the per-row grad_output, so backward recomputes the
-    chunks instead. float16/bfloat16 are computed in float32 (a float32 copy of the weight is made).
-    Class indices only (class-probability targets would need an (N, V) target, defeating the purpose).
-    ``loss.backward()`` hands the gradients over without a copy (a second backward raises); other
-    upstream gradients get scaled copies. Only the torch backend exists for this function so far.
+    (coefficients: :mod:`labelsmooth.targets`): torch's :func:`torch.nn.functional.linear_cross_entropy`
+    signature plus our ``convention``/``prior``/``chunk_size``, with the values and gradients of
+    :func:`labelsmooth.cross_entropy` on the materialised logits, which never exist beyond one chunk of
+    rows. The gradients of input, ``linear_weight`` and ``linear_bias`` are accumulated in the forward
+    pass (for ``reduction="none"``, where they depend on grad_output, backward recomputes the chunks).
+    ``loss.backward()`` hands them over without a copy (a second backward raises); other upstream
+    gradients get scaled copies. float16/bfloat16 are computed in float32. Class indices only.
 
     Args:
         input: (N, D) or (..., D) hidden states.
@@ -166,8 +160,8 @@ def linear_cross_entropy(
         linear_bias: optional (V,).
         weight, reduction, ignore_index, label_smoothing, convention, prior: as
             :func:`labelsmooth.cross_entropy`.
-        chunk_size: rows per chunk; None for the default.
-        backend: "auto" or "torch" ("triton" is refused for now).
+        chunk_size: rows per chunk; None for about 2**24 logits per chunk.
+        backend: "auto" or "torch", the one backend of this function ("triton" is refused).
 
     Returns:
         The loss in the input's dtype: a scalar, or shape (...) for ``reduction="none"``.

@@ -71,7 +71,7 @@ def cross_entropy(
     Without a prior, the target is one torch has (``convention="others"`` with ε is ``"uniform"`` with
     ε·K/(K − 1)), and the loss is computed by :func:`torch.nn.functional.cross_entropy` itself (its fused
     kernel, in the compute dtype); with a prior, or an "others" ε beyond (K − 1)/K, by the linear form of
-    :mod:`labelsmooth.targets`. The tests hold both against an independent float64 reference.
+    :mod:`labelsmooth.targets`.
     float16/bfloat16 logits are computed in float32 and the loss returned in their dtype.
 
     Args:
