@@ -32,9 +32,21 @@ def flatten_classes_last(x: Tensor, cdim: int) -> Tensor:
 
 
 def reduce_rows(row_loss: Tensor, reduction: str, denominator: Tensor | float, out_shape: torch.Size) -> Tensor:
-    """torch's reductions of per-row losses: "none" (in ``out_shape``), "sum", or "mean" (sum / denominator)."""
+    """torch's reductions of per-row losses: "none" (in ``out_shape``), "sum", or "mean" (sum / denominator).
+
+    A mean over a zero denominator (every target ignored, or of weight 0) is NaN, as in torch, and its
+    gradient is zero, as in torch: the row losses' gradients are divided by 1 instead of 0.
+    """
     if reduction == "none":
         return row_loss.reshape(out_shape)
     if reduction == "sum":
         return row_loss.sum()
+    if isinstance(denominator, Tensor):
+        empty = denominator == 0
+        return row_loss.sum() / torch.where(empty, 1.0, denominator) + torch.where(empty, torch.nan, 0.0)
     return row_loss.sum() / denominator
+
+
+def mean_scale(denominator: Tensor) -> Tensor:
+    """The gradient factor 1/denominator of reduction="mean"; 0 for a zero denominator (see :func:`reduce_rows`)."""
+    return torch.where(denominator == 0, 0.0, 1.0 / denominator)

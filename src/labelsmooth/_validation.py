@@ -100,27 +100,32 @@ def check_target(input: Tensor | Sequence[int], target: Tensor, ignore_index: in
     return False
 
 
-def check_target_range(target: Tensor, num_classes: int, ignore_index: int | None) -> None:
-    """Class indices in [0, C), or equal to ``ignore_index`` (None: no value is ignored).
+def as_index(target: Tensor) -> Tensor:
+    """Class indices as int64: every integer dtype is accepted (uint8 to int64) and read as int64."""
+    return target if target.dtype == torch.int64 else target.long()
+
+
+def check_target_range(target: Tensor, num_classes: int | None, ignore_index: int | None) -> None:
+    """Class indices in [0, C) (C = ``num_classes``; any index >= 0 for None), or equal to ``ignore_index``
+    (None: no value is ignored).
 
     One reduction and one host sync; a second pair when some targets lie outside [0, C), as ignored ones do.
     """
     if not target.numel():
         return
+    limit = math.inf if num_classes is None else num_classes
     low, high = torch.aminmax(target)
-    if 0 <= low.item() and high.item() < num_classes:  # the common case: one reduction
+    if 0 <= low.item() and high.item() < limit:  # the common case: one reduction
         return
-    if ignore_index is None:
-        value = int(target[(target < 0) | (target >= num_classes)].flatten()[0])
-        raise ValueError(f"Expected argument `target` to hold class indices in [0, {num_classes}), but got {value}")
-    low, high = torch.stack(torch.aminmax(torch.where(target == ignore_index, 0, target))).tolist()
-    if low < 0 or high >= num_classes:
-        bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-        value = int(target[bad].flatten()[0])
-        raise ValueError(
-            f"Expected argument `target` to hold class indices in [0, {num_classes}) or "
-            f"ignore_index={ignore_index}, but got {value}"
-        )
+    bad = (target < 0) | (target >= limit) if num_classes is not None else target < 0
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if not bool(bad.any()):
+        return
+    value = int(target[bad].flatten()[0])
+    rule = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
+    also = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+    raise ValueError(f"Expected argument `target` to hold class indices {rule}{also}, but got {value}")
 
 
 def _check_class_vector(name: str, value: object, num_classes: int) -> Tensor | None:
@@ -302,13 +307,15 @@ def check_cross_entropy_args(
         flat_target = flatten_classes_last(target, cdim)
         out_shape = input.shape[:cdim] + input.shape[cdim + 1 :]
     else:
-        flat_target = target if target.dim() == 1 else target.reshape(-1)
+        flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
         out_shape = target.shape
     return CrossEntropyArgs(logits, flat_target, soft, out_shape, options)
 
 
 def check_index_target(target: object, shape: Sequence[int] | None, *, where: str) -> Tensor:
-    """Class indices only (no probabilities), of ``shape`` when given; ``where`` names the function."""
+    """Class indices only (no probabilities), of ``shape`` when given; ``where`` names the function.
+
+    Returns the target as int64 (:func:`as_index`)."""
     if (
         not isinstance(target, Tensor)
         or target.is_floating_point()
@@ -324,7 +331,7 @@ def check_index_target(target: object, shape: Sequence[int] | None, *, where: st
             f"Expected argument `target` to have shape {tuple(shape)} (the input's shape without the feature "
             f"dimension), but got {tuple(target.shape)}"
         )
-    return target
+    return as_index(target)
 
 
 def check_linear_head(
@@ -367,3 +374,23 @@ def check_class_offsets(offsets: object, world: int, rank: int, local_size: int)
             f"(the size of its local logits), but got [{offsets[rank]}, {offsets[rank + 1]}) in {offsets}"
         )
     return offsets
+
+
+def check_constant(name: str, value: object, where: str) -> None:
+    """Refuse a tensor that requires grad where ``where`` computes no gradient for it (never a silent None)."""
+    if isinstance(value, Tensor) and value.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"Expected argument `{name}` not to require grad for {where}, which computes no gradient for it, but "
+            f"got a tensor that requires grad: pass {name}.detach(), or use labelsmooth.cross_entropy, whose "
+            "autograd differentiates it"
+        )
+
+
+def refuse_double_backward(where: str) -> None:
+    """Called in a backward whose gradient was computed in the forward pass: it has no graph of its own."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{where} has no second derivative: its gradient is computed in the forward pass, so "
+            "backward with create_graph=True (or autograd.grad(..., create_graph=True)) cannot build a graph "
+            "of it; use labelsmooth.cross_entropy for higher derivatives"
+        )

@@ -60,11 +60,17 @@ def class_coefficient(label_smoothing: float, convention: str, prior: float | Te
     r"""The coefficient :math:`s_j` with :math:`q(e_j) = (1-s_j)\,e_j + s_j\,\pi` for a class of prior mass π_j.
 
     "uniform": s_j = ε. "others": s_j = ε / (1 − π_j), so that the true class keeps exactly 1 − ε (with the
-    uniform prior π_j = 1/K that is ε·K/(K−1)). ``prior`` is a number or a tensor of class masses.
+    uniform prior π_j = 1/K that is ε·K/(K−1)); for a class that holds all the prior mass (K = 1) there
+    is no other class to share ε, and s_j = 0: the target stays e_j, as for "uniform". ``prior`` is a
+    number or a tensor of class masses.
     """
+    if isinstance(prior, Tensor):
+        if convention == "uniform":
+            return torch.full_like(prior, label_smoothing)
+        return torch.where(prior < 1.0, label_smoothing / (1.0 - prior).clamp_min(torch.finfo(prior.dtype).tiny), 0.0)
     if convention == "uniform":
-        return torch.full_like(prior, label_smoothing) if isinstance(prior, Tensor) else label_smoothing
-    return label_smoothing / (1.0 - prior)
+        return label_smoothing
+    return label_smoothing / (1.0 - prior) if prior < 1.0 else 0.0
 
 
 def epsilon_limit(num_classes: int, convention: str) -> float:

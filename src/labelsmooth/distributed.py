@@ -208,9 +208,11 @@ def _slice_terms(
         full_shape, target, args.weight, args.ignore_index, args.reduction, args.label_smoothing, args.convention,
         args.prior,
     )  # fmt: skip
+    for name, value in (("weight", o.weight), ("prior", o.prior)):
+        V.check_constant(name, value, "the vocab-parallel losses")
     c = index_target_coefficients(
         target.reshape(-1), K, o.label_smoothing, convention=o.convention, prior=o.prior,
-        weight=None if o.weight is None else o.weight.detach(), ignore_index=o.ignore_index, dtype=dtype,
+        weight=o.weight, ignore_index=o.ignore_index, dtype=dtype,
     )  # fmt: skip
     local = c.safe_target - start
     rows = T.Rows(
@@ -260,7 +262,7 @@ def vocab_parallel_cross_entropy(
     concatenated logits; the loss is the same on every rank. The backward is local (no communication).
 
     Every rank must pass the same ``target``, ``prior`` and ``weight`` (not checked: that would cost
-    communication). ``weight`` is treated as a constant (no gradient). Class-probability targets are not
+    communication). ``weight`` and ``prior`` get no gradient (one that requires grad is refused). Class-probability targets are not
     supported. Double backward is not supported.
 
     Args:
@@ -293,7 +295,7 @@ def vocab_parallel_cross_entropy(
         >>> torch.allclose(loss, labelsmooth.cross_entropy(z, y, label_smoothing=0.1, convention="others"))
         True
     """
-    V.check_index_target(target, None, where="the vocab-parallel losses")
+    target = V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(local_logits, "local_logits")
     args = _Args(group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets)
     z = flatten_classes_last(local_logits, class_dim(local_logits)).to(compute_dtype(local_logits.dtype))
@@ -371,7 +373,7 @@ def vocab_parallel_linear_cross_entropy(
     V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(input, "input")
     V.check_linear_head(input, local_weight, local_bias, names=("local_weight", "local_bias"), rows="V_local")
-    V.check_index_target(target, input.shape[:-1], where="the vocab-parallel losses")
+    target = V.check_index_target(target, input.shape[:-1], where="the vocab-parallel losses")
     V_local = local_weight.shape[0]
     chunk_size = V.check_chunk_size(chunk_size) or T.default_chunk_size(target.numel(), V_local, CHUNK_ELEMENTS)
     dtype = compute_dtype(input.dtype)
@@ -413,20 +415,18 @@ def global_mean_denominator(
         >>> global_mean_denominator(torch.tensor([2, -100, 0]), weight=torch.tensor([0.5, 1.0, 2.0]))
         tensor(2.5000)
     """
-    if not isinstance(target, Tensor) or target.is_floating_point():
-        raise TypeError(
-            f"Expected argument `target` to hold integer class indices, but got {getattr(target, 'dtype', type(target).__name__)}"
-        )
+    target = V.check_index_target(target, None, where="global_mean_denominator").reshape(-1)
     ignore_index = V.check_ignore_index(ignore_index)
     _rank_and_world(group)
-    keep = target.reshape(-1) != ignore_index
+    if weight is not None and (not isinstance(weight, Tensor) or weight.dim() != 1 or not weight.is_floating_point()):
+        raise TypeError(
+            "Expected argument `weight` to be a 1-D floating-point tensor of class weights, "
+            f"but got {getattr(weight, 'shape', type(weight).__name__)}"
+        )
+    V.check_target_range(target, None if weight is None else len(weight), ignore_index)
+    keep = target != ignore_index
     if weight is None:
         total = keep.sum().to(torch.float64)
     else:
-        if not isinstance(weight, Tensor) or weight.dim() != 1 or not weight.is_floating_point():
-            raise TypeError(
-                "Expected argument `weight` to be a 1-D floating-point tensor of class weights, "
-                f"but got {getattr(weight, 'shape', type(weight).__name__)}"
-            )
-        total = weight.detach()[target.reshape(-1)[keep]].sum()
+        total = weight.detach()[target[keep]].sum()
     return _all_reduce(total.clone(), dist.ReduceOp.SUM, group)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth._common import class_dim, compute_dtype, reduce_rows
+from labelsmooth._common import class_dim, compute_dtype, mean_scale, reduce_rows
 from labelsmooth.kernels import select_backend
 from labelsmooth.targets import coefficients
 
@@ -33,6 +33,7 @@ class _PrecomputedGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        V.refuse_double_backward("fused_cross_entropy")
         grad = ctx.grad
         if grad is None:
             raise RuntimeError(
@@ -121,6 +122,8 @@ def fused_cross_entropy(
     args = V.check_cross_entropy_args(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior, check_range=False
     )  # the target values are checked once the kernel is queued (below)
+    for name, value in (("target", target), ("weight", weight), ("prior", prior)):
+        V.check_constant(name, value, "fused_cross_entropy")
     inplace = V.check_bool("inplace", inplace)
     chunk_size = V.check_chunk_size(chunk_size)
     logits = args.logits
@@ -133,10 +136,10 @@ def fused_cross_entropy(
     M, K = logits.shape
     with torch.no_grad():
         c = coefficients(args, dtype)
-        denominator = c.row_weight.sum() if not args.soft else float(M)
+        denominator = c.row_weight.sum() if not args.soft else torch.tensor(float(M), dtype=dtype)
         grad_scale = None
         if needs_grad:
-            scale = 1.0 / denominator if args.reduction == "mean" else 1.0
+            scale = mean_scale(denominator) if args.reduction == "mean" else 1.0
             grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
         row, grad = kernel.loss_and_grad(logits.detach(), c, grad_scale, inplace=inplace, chunk_size=chunk_size)
         loss = reduce_rows(row, args.reduction, denominator, args.out_shape)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth._common import compute_dtype
+from labelsmooth._common import compute_dtype, mean_scale, reduce_rows
 from labelsmooth.kernels import torch_backend as T
 from labelsmooth.targets import Coefficients, index_target_coefficients
 
@@ -98,14 +98,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             row, *_ = _chunked(p, None)
             ctx.head, ctx.grads = p, None
             return row.reshape(p.out_shape)
-        scale = 1.0 / p.denominator if p.reduction == "mean" else 1.0
+        scale = mean_scale(p.denominator) if p.reduction == "mean" else 1.0
         grad_scale = torch.as_tensor(scale, dtype=p.h.dtype, device=p.h.device).expand(M)
         row, gh, gW, gb = _chunked(p, grad_scale)
         ctx.head, ctx.grads = None, (gh, gW, gb)
-        return row.sum() if p.reduction == "sum" else row.sum() / p.denominator
+        return reduce_rows(row, p.reduction, p.denominator, p.out_shape)
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
+        V.refuse_double_backward("linear_cross_entropy")
         d = ctx.dtypes
         if ctx.head is not None:
             _, gh, gW, gb = _chunked(ctx.head, grad_output.reshape(-1).to(ctx.head.h.dtype))
@@ -182,10 +183,12 @@ def linear_cross_entropy(
             "Expected argument `backend` to be 'auto' or 'torch' for linear_cross_entropy, but got 'triton'"
         )
     chunk_size = V.check_chunk_size(chunk_size)
+    for name, value in (("weight", weight), ("prior", prior)):
+        V.check_constant(name, value, "linear_cross_entropy")
     vocab, D = linear_weight.shape
-    M = input.numel() // D if D else 0
     lead = input.shape[:-1]
-    V.check_index_target(target, lead, where="linear_cross_entropy")
+    M = lead.numel()
+    target = V.check_index_target(target, lead, where="linear_cross_entropy")
     options, _ = V.check_loss_options(
         (M, vocab), target.reshape(-1), weight, ignore_index, reduction, label_smoothing, convention, prior
     )

@@ -102,6 +102,7 @@ def cross_entropy(
     """
     # On a CPU, torch's own kernel checks the class indices as it reads them; the range check is then left
     # to it (one reduction and a host sync fewer per call) and its IndexError replaced by ours.
+    V.check_logits(input)
     delegate = prior is None and input.device.type == "cpu"
     args = V.check_cross_entropy_args(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior, check_range=not delegate
@@ -109,9 +110,10 @@ def cross_entropy(
     dtype = compute_dtype(input.dtype)
     eps_torch = torch_smoothing(args, prior)
     if eps_torch is not None:  # a target torch has: its own fused kernel, in the compute dtype
+        index = None if args.soft else V.as_index(target)
         try:
             loss = F.cross_entropy(
-                in_dtype(input, dtype), in_dtype(target, dtype) if args.soft else target,
+                in_dtype(input, dtype), in_dtype(target, dtype) if args.soft else index,
                 weight=None if weight is None else in_dtype(weight, dtype), ignore_index=ignore_index,
                 reduction=args.reduction, label_smoothing=eps_torch,
             )  # fmt: skip
@@ -120,10 +122,10 @@ def cross_entropy(
             if not delegate:
                 raise
             torch_error = error
-        V.check_target_range(target, args.num_classes, ignore_index)  # torch refused an index: ours names it
+        V.check_target_range(index, args.num_classes, ignore_index)  # torch refused an index: ours names it
         raise torch_error
     if delegate and not args.soft:
-        V.check_target_range(target, args.num_classes, ignore_index)
+        V.check_target_range(args.target, args.num_classes, ignore_index)
     logp = F.log_softmax(args.logits.to(dtype), dim=-1)
     K = args.num_classes
     if args.soft:
@@ -193,6 +195,9 @@ def binary_cross_entropy_with_logits(
         raise ValueError(
             f"Expected argument `target` to have the input's shape {tuple(input.shape)}, but got {tuple(target.shape)}"
         )
+    for name, value in (("weight", weight), ("pos_weight", pos_weight)):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"Expected argument `{name}` to be a torch.Tensor or None, but got {type(value).__name__}")
     dtype = compute_dtype(input.dtype)
     smoothed = target.to(dtype) * (1.0 - eps) + eps / 2.0
     loss = F.binary_cross_entropy_with_logits(

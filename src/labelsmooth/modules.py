@@ -115,7 +115,7 @@ class ConfidencePenaltyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         ce = cross_entropy(input, target, self.weight, self.ignore_index, self.reduction)
         penalty = confidence_penalty(input, self.beta, threshold=self.threshold, reduction="none")
-        keep = (target != self.ignore_index) if not target.is_floating_point() else None
+        keep = (V.as_index(target) != self.ignore_index) if not target.is_floating_point() else None
         if keep is not None:
             penalty = penalty * keep
         if self.reduction == "none":

@@ -20,9 +20,10 @@ with :math:`a_i = (1-s_{y_i})\,w_{y_i}`, :math:`b_i = s_{y_i}`, :math:`v = w \od
 :math:`m_i = a_i + b_i \sum_k v_k`. :func:`index_target_coefficients` computes those numbers once
 (:class:`Coefficients`); the reference loss, the fused kernels and the distributed loss all consume them.
 
-Class-probability targets extend the map linearly: a one-hot row :math:`e_j` becomes
-:math:`(1-s_j)e_j + s_j\pi`, so a probability row t becomes :math:`t \odot (1-s) + (t\cdot s)\,\pi`
-(for "uniform" that is torch's :math:`t(1-\varepsilon) + \varepsilon/K`). In the same linear form such a
+Class-probability targets extend the map affinely: a one-hot row :math:`e_j` becomes
+:math:`(1-s_j)e_j + s_j\pi` and a row t of any sum becomes
+:math:`t \odot (1-s) + (t\cdot s + (1-\sum_k t_k)\,\pi\cdot s)\,\pi` (:func:`smooth_probabilities`; for
+"uniform" that is torch's :math:`t(1-\varepsilon) + \varepsilon/K`). In the same linear form such a
 row has :math:`a_i = 0`, :math:`b_i = 1` and its own :math:`v_i = w \odot q_i`
 (:func:`probability_target_coefficients`).
 """
@@ -51,9 +52,18 @@ def class_smoothing(label_smoothing: float, convention: str, prior_vec: Tensor) 
 
 
 def smooth_probabilities(target: Tensor, label_smoothing: float, convention: str, prior_vec: Tensor) -> Tensor:
-    """Smooth class-probability rows (class dimension last): t ⊙ (1 − s) + (t · s) π."""
+    r"""Smooth class-probability rows t (class dimension last), rows of any sum:
+
+    .. math::
+        q(t) = t \odot (1 - s) + \bigl(t\cdot s + (1 - {\textstyle\sum_k} t_k)\,(\pi\cdot s)\bigr)\,\pi
+
+    the affine map that sends each one-hot e_j to its smoothed target (1 − s_j)·e_j + s_j·π and the zero
+    row to (π·s)·π. With a constant s (convention "uniform", or "others" with the uniform prior) it is
+    torch's t(1 − ε) + ε/K for the uniform-convention ε, whatever the rows sum to (docs/theory.md).
+    """
     s = class_smoothing(label_smoothing, convention, prior_vec)
-    return target * (1.0 - s) + (target @ s).unsqueeze(-1) * prior_vec
+    mass = target @ s + (1.0 - target.sum(-1)) * (prior_vec @ s)
+    return target * (1.0 - s) + mass.unsqueeze(-1) * prior_vec
 
 
 @dataclass(frozen=True)
@@ -219,10 +229,7 @@ def target_distribution(
     eps = V.check_probability("label_smoothing", label_smoothing)
     convention = V.check_convention(convention)
     V.check_prior(prior, K, convention)
-    if not isinstance(target, Tensor) or target.is_floating_point() or target.dtype == torch.bool:
-        raise TypeError(
-            f"Expected argument `target` to be a tensor of integer class indices, but got {getattr(target, 'dtype', type(target).__name__)}"
-        )
+    target = V.check_index_target(target, None, where="target_distribution")
     V.check_target_range(target, K, None)
     dtype = prior.dtype if prior is not None else torch.float32
     prior_vec = prior_vector(prior, K, dtype=dtype, device=target.device)
