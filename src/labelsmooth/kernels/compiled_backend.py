@@ -19,6 +19,9 @@ from labelsmooth.kernels import torch_backend as T
 from labelsmooth.targets import Coefficients
 
 CHUNK_ELEMENTS = 1 << 21  # logits per chunk by default (cache-sized): 8 MiB of float32, 65 rows at K = 32,000
+# Kernels one process may compile for _rows: each dtype, prior kind (none, constant, (K,), (n, K)), target
+# kind, with or without a gradient and in or out of place is one; Dynamo's default limit (8) is too few.
+RECOMPILE_LIMIT = 64
 
 
 def _rows(
@@ -83,11 +86,12 @@ def loss_and_grad(
     kernel = _compiled()
     # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
     chunk = chunk_size or (M if logits.is_cuda else T.default_chunk_size(M, K, CHUNK_ELEMENTS))
-    for start in range(0, M, chunk):
-        sl = slice(start, min(start + chunk, M))
-        out = None if (inplace or not needs_grad) else grad[sl]
-        vs = v[sl] if v is not None and v.dim() == 2 else v
-        row_loss[sl] = kernel(
-            logits[sl], out, tgt[sl], a[sl], b[sl], m[sl], None if s is None else s[sl], vs, coefs.index_targets
-        )
+    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        for start in range(0, M, chunk):
+            sl = slice(start, min(start + chunk, M))
+            out = None if (inplace or not needs_grad) else grad[sl]
+            vs = v[sl] if v is not None and v.dim() == 2 else v
+            row_loss[sl] = kernel(
+                logits[sl], out, tgt[sl], a[sl], b[sl], m[sl], None if s is None else s[sl], vs, coefs.index_targets
+            )
     return row_loss, grad
