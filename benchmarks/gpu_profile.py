@@ -21,7 +21,6 @@ def stage_times(base: torch.Tensor, y: torch.Tensor) -> list[str]:
     """Host microseconds of each step of fused_cross_entropy's forward (no sync in between), GPU idle first."""
     from labelsmooth import _validation as V
     from labelsmooth.kernels import select_backend
-    from labelsmooth.losses import check_cross_entropy_args
     from labelsmooth.targets import index_target_coefficients
 
     K = base.shape[1]
@@ -39,7 +38,7 @@ def stage_times(base: torch.Tensor, y: torch.Tensor) -> list[str]:
         z = base.clone()
         torch.cuda.synchronize()
         t = [time.perf_counter()]
-        args = check_cross_entropy_args(z, y, None, -100, "mean", 0.1, "uniform", None, check_range=False)
+        args = V.check_cross_entropy_args(z, y, None, -100, "mean", 0.1, "uniform", None, check_range=False)
         t.append(time.perf_counter())
         kernel = select_backend("auto", args.logits)
         t.append(time.perf_counter())

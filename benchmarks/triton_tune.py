@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 
@@ -73,11 +74,10 @@ def main(argv=None) -> int:
             if block > 1 << (V - 1).bit_length():  # wider than the row
                 continue
             for warps in WARPS:
-                triton_backend.NUM_WARPS[block] = warps
                 try:
                     ms = time_ms(
-                        lambda z=z, c=c, s=scale, b=block: triton_backend.loss_and_grad(
-                            z, c, s, inplace=True, block_size=b
+                        lambda z=z, c=c, s=scale, b=block, w=warps: triton_backend.loss_and_grad(
+                            z, c, s, inplace=True, block_size=b, num_warps=w
                         ),
                         args.reps,
                     )
@@ -86,15 +86,13 @@ def main(argv=None) -> int:
                     continue
                 ratio = f"{ms / liger_ms:.2f}" if liger_ms else "–"
                 lines.append(f"| {V:,} | {block} | {warps} | {ms:.3f} | {ratio} |")
-            triton_backend.NUM_WARPS.pop(block, None)
         del z0, z
         torch.cuda.empty_cache()
     if liger is None:
         lines.append(f"\nLiger not measured: {why}")
     text = "\n".join(lines) + "\n"
     print(text)
-    with open(args.out, "w") as f:
-        f.write(text)
+    Path(args.out).write_text(text)
     return 0
 
 

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import hypothesis.strategies as st
 import pytest
@@ -28,16 +27,14 @@ from tests import reference as ref
 
 if not triton_backend.is_available():
     pytest.skip("the optional extra labelsmooth[triton] (triton) is not installed", allow_module_level=True)
-# Triton fixes its interpreter mode when it is first imported: import it now, with TRITON_INTERPRET=1, and
-# leave the environment as it was (other test files expect it unset); _interpreter sets it again per test.
-with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}):
-    if not triton_backend.can_interpret():
-        pytest.skip(
-            "triton was imported before TRITON_INTERPRET=1 was set; run: TRITON_INTERPRET=1 python -m pytest "
-            "tests/test_triton.py",
-            allow_module_level=True,
-        )
-    triton_backend._import_triton()
+# Triton fixes its interpreter mode when it is first imported (tests/conftest.py imports it so already);
+# _interpreter sets TRITON_INTERPRET=1 per test.
+if not triton_backend.import_for_interpreter():
+    pytest.skip(
+        "triton was imported before TRITON_INTERPRET=1 was set; run: TRITON_INTERPRET=1 python -m pytest "
+        "tests/test_triton.py",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(autouse=True)

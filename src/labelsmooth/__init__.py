@@ -14,9 +14,9 @@ The experiment harness (:mod:`labelsmooth.experiment`) is an optional extra and 
 
 from labelsmooth.conventions import FRAMEWORKS, convert_smoothing
 from labelsmooth.fused import fused_cross_entropy
-from labelsmooth.linear import LinearCrossEntropyLoss, linear_cross_entropy
+from labelsmooth.linear import linear_cross_entropy
 from labelsmooth.losses import binary_cross_entropy_with_logits, confidence_penalty, cross_entropy
-from labelsmooth.modules import BCEWithLogitsLoss, ConfidencePenaltyLoss, CrossEntropyLoss
+from labelsmooth.modules import BCEWithLogitsLoss, ConfidencePenaltyLoss, CrossEntropyLoss, LinearCrossEntropyLoss
 from labelsmooth.targets import target_distribution
 from labelsmooth.theory import Decomposition, decompose, optimal_logit_gap
 

@@ -19,7 +19,7 @@ logits are never stored whole.
 
 Megatron-LM's vocab-parallel cross-entropy instead uses the partition's vocabulary size and the mean of
 the log-probabilities over the partition for the smoothing term, which is wrong when the tensor-parallel
-size is above 1 (NVIDIA/Megatron-LM issues #737 and #7464); docs/distributed.md measures that error.
+size is above 1; docs/distributed.md measures that error and cites the upstream reports.
 
 Without an initialised process group (and ``group=None``) the functions run on one process, world size 1.
 """
@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.losses import compute_dtype, reduce_rows
+from labelsmooth._common import class_dim, compute_dtype, flatten_classes_last, reduce_rows
+from labelsmooth.kernels import torch_backend as T
 from labelsmooth.targets import index_target_coefficients
 
 __all__ = ["global_mean_denominator", "vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -80,23 +81,7 @@ def _class_bounds(local_size: int, class_offsets: Sequence[int] | None, group, d
             for s in sizes:
                 offsets.append(offsets[-1] + int(s.item()))
     else:
-        if isinstance(class_offsets, Tensor):
-            class_offsets = class_offsets.tolist()
-        offsets = list(class_offsets)
-        if any(isinstance(o, bool) or not isinstance(o, int) for o in offsets):
-            raise TypeError(f"Expected argument `class_offsets` to be a sequence of integers, but got {offsets!r}")
-        if len(offsets) != world + 1:
-            raise ValueError(
-                f"Expected argument `class_offsets` to hold world_size + 1 = {world + 1} boundaries "
-                f"(rank r holds classes [offsets[r], offsets[r+1])), but got {len(offsets)}: {offsets}"
-            )
-        if offsets[0] != 0:
-            raise ValueError(f"Expected argument `class_offsets` to start at 0, but got {offsets}")
-        if offsets[rank + 1] - offsets[rank] != local_size:
-            raise ValueError(
-                f"Expected argument `class_offsets` to give rank {rank} a slice of {local_size} classes "
-                f"(the size of its local logits), but got [{offsets[rank]}, {offsets[rank + 1]}) in {offsets}"
-            )
+        offsets = V.check_class_offsets(class_offsets, world, rank, local_size)
     sizes = [b - a for a, b in zip(offsets[:-1], offsets[1:])]
     if any(s < 1 for s in sizes):
         raise ValueError(f"Expected every rank to hold at least one class, but got slice sizes {sizes}")
@@ -112,70 +97,46 @@ CHUNK_ELEMENTS = 2**22
 
 
 @dataclass(frozen=True)
-class _LocalTerms:
-    """The per-row coefficients and the local slice of v; none of it requires a gradient.
+class _Slice:
+    """One call's rows on this rank: :class:`labelsmooth.kernels.torch_backend.Rows` whose target is the
+    local class (clamped into the slice, with ``owned`` marking the rows whose target lies in it), whose
+    a, b, m are the global coefficients and whose v is the slice of v; and the process group."""
 
-    Shapes, for M rows and a local slice of V classes:
-        row_mass, true_coef, prior_coef: (M,) m_i, a_i, b_i of :class:`labelsmooth.targets.IndexTargetCoefficients`.
-        local_prior_weighted: (V,) the slice of v = w ⊙ π.
-        owned: (M,) whether y_i lies in this rank's slice; local_target: (M,) y_i − start, clamped into [0, V).
-    """
-
-    row_mass: Tensor
-    true_coef: Tensor
-    prior_coef: Tensor
-    local_prior_weighted: Tensor
-    owned: Tensor
-    local_target: Tensor
-    smoothing: bool
+    rows: T.Rows
     group: object
 
-    def rows(self, sl: slice) -> _LocalTerms:
-        """The terms of rows ``sl`` (for chunks)."""
-        return replace(
-            self, row_mass=self.row_mass[sl], true_coef=self.true_coef[sl], prior_coef=self.prior_coef[sl],
-            owned=self.owned[sl], local_target=self.local_target[sl],
-        )  # fmt: skip
+    def chunk(self, sl: slice) -> _Slice:
+        r = self.rows
+        rows = replace(r, target=r.target[sl], a=r.a[sl], b=r.b[sl], m=r.m[sl], owned=r.owned[sl])
+        return replace(self, rows=rows)
 
 
-def _local_sums(z: Tensor, t: _LocalTerms) -> Tensor:
+def _local_sums(z: Tensor, t: _Slice) -> Tensor:
     """(3, M) sums over the local slice of z (M, V): lse over the slice, z_y (0 if not owned), z · v_slice."""
-    z_y = torch.where(t.owned, z.gather(1, t.local_target.unsqueeze(1)).squeeze(1), 0.0)
-    z_v = z @ t.local_prior_weighted if t.smoothing else torch.zeros_like(z_y)
-    return torch.stack([torch.logsumexp(z, dim=-1), z_y, z_v])
+    z_y = T.target_logit(z, t.rows)
+    z_v = T.prior_logit(z, t.rows)
+    return torch.stack([torch.logsumexp(z, dim=-1), z_y, torch.zeros_like(z_y) if z_v is None else z_v])
 
 
-def _row_loss_and_lse(local: Tensor, t: _LocalTerms) -> tuple[Tensor, Tensor]:
+def _row_loss_and_lse(local: Tensor, t: _Slice) -> tuple[Tensor, Tensor]:
     """Combine the ranks' (3, M) local sums (two all-reduces of O(M) numbers); row losses and global lse.
 
-    lse = max_r lse_r + log Σ_r exp(lse_r − max_r lse_r);  loss_i = m_i·lse − a_i·z_y − b_i·(z · v).
+    lse = max_r lse_r + log Σ_r exp(lse_r − max_r lse_r); the loss from lse, z_y and z·v as on whole logits.
     """
+    smoothing = t.rows.smoothing
     top = _all_reduce(local[0].clone(), dist.ReduceOp.MAX, t.group)  # (M,)
     # a row whose slices are all −inf gives NaN, as on the full logits
-    packed = torch.stack([torch.exp(local[0] - top), local[1]] + ([local[2]] if t.smoothing else []))
+    packed = torch.stack([torch.exp(local[0] - top), local[1]] + ([local[2]] if smoothing else []))
     packed = _all_reduce(packed, dist.ReduceOp.SUM, t.group)  # one all-reduce, (2 or 3, M)
     lse = top + torch.log(packed[0])
-    row_loss = t.row_mass * lse - t.true_coef * packed[1]
-    if t.smoothing:
-        row_loss = row_loss - t.prior_coef * packed[2]
-    return row_loss, lse
-
-
-def _local_grad(z: Tensor, lse: Tensor, grad_row: Tensor, t: _LocalTerms) -> Tensor:
-    """g_i · (m_i softmax(z_i) − a_i e_{y_i} − b_i v) on the local slice, (M, V); no communication."""
-    grad = torch.exp(z - lse.unsqueeze(-1)) * (grad_row * t.row_mass).unsqueeze(-1)
-    target_grad = torch.where(t.owned, grad_row * t.true_coef, 0.0)
-    grad.scatter_add_(1, t.local_target.unsqueeze(1), -target_grad.unsqueeze(1))
-    if t.smoothing:
-        grad = grad - (grad_row * t.prior_coef).unsqueeze(-1) * t.local_prior_weighted
-    return grad
+    return T.loss_terms(lse, packed[1], packed[2] if smoothing else None, t.rows), lse
 
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     """Row losses (M,) from local logits (M, V), in the compute dtype. Backward is local."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, t: _LocalTerms) -> Tensor:
+    def forward(ctx, z: Tensor, t: _Slice) -> Tensor:
         row_loss, lse = _row_loss_and_lse(_local_sums(z, t), t)
         ctx.save_for_backward(z, lse)
         ctx.terms = t
@@ -185,7 +146,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_row: Tensor):
         z, lse = ctx.saved_tensors
-        return _local_grad(z, lse, grad_row, ctx.terms), None
+        return T.gradient(z, lse, ctx.terms.rows, grad_row), None
 
 
 class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
@@ -196,12 +157,12 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: Tensor, W: Tensor, b: Tensor | None, t: _LocalTerms, chunk: int) -> Tensor:
+    def forward(ctx, h: Tensor, W: Tensor, b: Tensor | None, t: _Slice, chunk: int) -> Tensor:
         M = h.shape[0]
         local = torch.empty(3, M, dtype=h.dtype, device=h.device)
         for i in range(0, M, chunk):
             sl = slice(i, i + chunk)
-            local[:, sl] = _local_sums(F.linear(h[sl], W, b), t.rows(sl))
+            local[:, sl] = _local_sums(F.linear(h[sl], W, b), t.chunk(sl))
         row_loss, lse = _row_loss_and_lse(local, t)
         ctx.save_for_backward(h, W, b, lse)
         ctx.terms, ctx.chunk = t, chunk
@@ -218,7 +179,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         db = torch.zeros_like(b) if need_b else None
         for i in range(0, h.shape[0], chunk):
             sl = slice(i, i + chunk)
-            gz = _local_grad(F.linear(h[sl], W, b), lse[sl], grad_row[sl], t.rows(sl))  # (chunk, V)
+            gz = T.gradient(F.linear(h[sl], W, b), lse[sl], t.chunk(sl).rows, grad_row[sl])  # (chunk, V)
             if need_h:
                 dh[sl] = gz @ W  # this rank's part; summed over ranks outside (_AllReduceGradient)
             if need_W:
@@ -228,91 +189,52 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         return dh, dW, db, None, None
 
 
-def _local_terms(
-    flat_target: Tensor,
-    *,
-    V_local: int,
-    num_classes: int,
-    start: int,
-    label_smoothing: float,
-    convention: str,
-    prior: Tensor | None,
-    weight: Tensor | None,
-    ignore_index: int,
-    group,
-    dtype: torch.dtype,
-) -> tuple[_LocalTerms, Tensor]:
-    """The terms of the local slice [start, start + V_local) and the row weights (M,)."""
-    c = index_target_coefficients(
-        flat_target, num_classes, label_smoothing, convention=convention, prior=prior,
-        weight=None if weight is None else weight.detach(), ignore_index=ignore_index, dtype=dtype,
-    )  # fmt: skip
-    local = c.safe_target - start
-    terms = _LocalTerms(
-        row_mass=c.row_mass,
-        true_coef=c.true_coef,
-        prior_coef=c.prior_coef,
-        local_prior_weighted=c.prior_weighted[start : start + V_local],
-        owned=(local >= 0) & (local < V_local),
-        local_target=local.clamp(0, V_local - 1),
-        smoothing=label_smoothing > 0,
-        group=group,
-    )
-    return terms, c.row_weight
-
-
-def _check_common(target, label_smoothing, convention, reduction, ignore_index):
-    eps = V.check_probability("label_smoothing", label_smoothing)
-    convention = V.check_convention(convention)
-    reduction = V.check_reduction(reduction)
-    ignore_index = V.check_ignore_index(ignore_index)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"Expected argument `target` to be a torch.Tensor, but got {type(target).__name__}")
-    if target.is_floating_point():
-        raise TypeError(
-            "Expected argument `target` to hold integer class indices (the vocab-parallel losses take no "
-            f"class probabilities), but got {target.dtype}"
-        )
-    return eps, convention, reduction, ignore_index
-
-
-def _check_global(full_shape, target, num_classes, weight, prior, convention, ignore_index) -> None:
-    """Check target, weight and prior against the *global* class count, as if the logits were whole."""
-    V.check_target(torch.empty(full_shape, device="meta"), target, ignore_index)
-    V.check_weight(weight, num_classes)
-    V.check_prior(prior, num_classes, convention)
-
-
 def _slice_terms(
-    local_shape: Sequence[int],
-    cdim: int,
-    target: Tensor,
-    *,
-    group,
-    class_offsets: Sequence[int] | None,
-    label_smoothing: float,
-    convention: str,
-    prior: Tensor | None,
-    weight: Tensor | None,
-    ignore_index: int,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> tuple[_LocalTerms, Tensor]:
-    """This rank's slice of the classes, the global checks, and the slice's terms: shared by both losses.
+    local_shape: Sequence[int], target: Tensor, args: _Args, *, dtype: torch.dtype, device: torch.device
+) -> tuple[_Slice, Tensor, V.LossOptions]:
+    """This rank's slice of the classes, the global checks, and the slice's rows: shared by both losses.
 
-    ``local_shape`` is the shape of the local logits with the classes in dimension ``cdim``. The slice
-    comes from ``class_offsets`` or an all-gather of the local sizes; target, weight and prior are then
-    checked against the global K as if the logits were whole; returns ``_local_terms`` (row weights (M,)).
+    ``local_shape`` is the shape of the local logits (classes in dimension 1, or 0 for (V,)). The slice
+    comes from ``class_offsets`` or an all-gather of the local sizes; the target, weight and prior are
+    then checked against the global K as if the logits were whole. Returns the rows, the row weights (M,)
+    and the checked options.
     """
+    cdim = 0 if len(local_shape) == 1 else 1
     V_local = local_shape[cdim]
-    start, _, K = _class_bounds(V_local, class_offsets, group, device)
+    start, _, K = _class_bounds(V_local, args.class_offsets, args.group, device)
     full_shape = list(local_shape)
     full_shape[cdim] = K
-    _check_global(full_shape, target, K, weight, prior, convention, ignore_index)
-    return _local_terms(
-        target.reshape(-1), V_local=V_local, num_classes=K, start=start, label_smoothing=label_smoothing,
-        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, group=group, dtype=dtype,
+    o, _ = V.check_loss_options(
+        full_shape, target, args.weight, args.ignore_index, args.reduction, args.label_smoothing, args.convention,
+        args.prior,
     )  # fmt: skip
+    for name, value in (("weight", o.weight), ("prior", o.prior)):
+        V.check_constant(name, value, "the vocab-parallel losses")
+    c = index_target_coefficients(
+        target.reshape(-1), K, o.label_smoothing, convention=o.convention, prior=o.prior,
+        weight=o.weight, ignore_index=o.ignore_index, dtype=dtype,
+    )  # fmt: skip
+    local = c.safe_target - start
+    rows = T.Rows(
+        target=local.clamp(0, V_local - 1).unsqueeze(1), a=c.true_coef, b=c.prior_coef, m=c.row_mass,
+        v=None if c.constant_prior is not None else c.prior_weighted[start : start + V_local],
+        v_const=c.constant_prior, smoothing=c.smoothing, owned=(local >= 0) & (local < V_local),
+    )  # fmt: skip
+    return _Slice(rows, args.group), c.row_weight, o
+
+
+@dataclass(frozen=True)
+class _Args:
+    """The options of a vocab-parallel loss, as passed (checked by :func:`_slice_terms`)."""
+
+    group: object
+    label_smoothing: float
+    convention: str
+    prior: Tensor | None
+    ignore_index: int
+    reduction: str
+    weight: Tensor | None
+    class_offsets: Sequence[int] | None
 
 
 def vocab_parallel_cross_entropy(
@@ -340,7 +262,7 @@ def vocab_parallel_cross_entropy(
     concatenated logits; the loss is the same on every rank. The backward is local (no communication).
 
     Every rank must pass the same ``target``, ``prior`` and ``weight`` (not checked: that would cost
-    communication). ``weight`` is treated as a constant (no gradient). Class-probability targets are not
+    communication). ``weight`` and ``prior`` get no gradient (one that requires grad is refused). Class-probability targets are not
     supported. Double backward is not supported.
 
     Args:
@@ -373,19 +295,13 @@ def vocab_parallel_cross_entropy(
         >>> torch.allclose(loss, labelsmooth.cross_entropy(z, y, label_smoothing=0.1, convention="others"))
         True
     """
-    eps, convention, reduction, ignore_index = _check_common(
-        target, label_smoothing, convention, reduction, ignore_index
-    )
+    target = V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(local_logits, "local_logits")
-    cdim = V.class_dim(local_logits)
-    z = local_logits.movedim(cdim, -1).reshape(-1, local_logits.shape[cdim]).to(compute_dtype(local_logits.dtype))
-    terms, row_weight = _slice_terms(
-        local_logits.shape, cdim, target, group=group, class_offsets=class_offsets, label_smoothing=eps,
-        convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, dtype=z.dtype,
-        device=local_logits.device,
-    )  # fmt: skip
+    args = _Args(group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets)
+    z = flatten_classes_last(local_logits, class_dim(local_logits)).to(compute_dtype(local_logits.dtype))
+    terms, row_weight, o = _slice_terms(local_logits.shape, target, args, dtype=z.dtype, device=local_logits.device)
     row_loss = _VocabParallelCrossEntropy.apply(z, terms)
-    return reduce_rows(row_loss, reduction, row_weight.sum(), target.shape).to(local_logits.dtype)
+    return reduce_rows(row_loss, o.reduction, row_weight.sum(), target.shape).to(local_logits.dtype)
 
 
 class _AllReduceGradient(torch.autograd.Function):
@@ -454,42 +370,21 @@ def vocab_parallel_linear_cross_entropy(
         >>> torch.allclose(loss, labelsmooth.cross_entropy(F.linear(h, W), y, label_smoothing=0.2))
         True
     """
-    eps, convention, reduction, ignore_index = _check_common(
-        target, label_smoothing, convention, reduction, ignore_index
-    )
+    V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(input, "input")
-    V.check_logits(local_weight, "local_weight")
-    if local_weight.dim() != 2 or local_weight.shape[1] != input.shape[-1]:
-        raise ValueError(
-            f"Expected argument `local_weight` to have shape (V_local, {input.shape[-1]}) for input of shape "
-            f"{tuple(input.shape)}, but got {tuple(local_weight.shape)}"
-        )
-    if local_bias is not None and (not isinstance(local_bias, Tensor) or local_bias.shape != local_weight.shape[:1]):
-        raise ValueError(
-            f"Expected argument `local_bias` to have shape ({local_weight.shape[0]},), one per local class, "
-            f"but got {getattr(local_bias, 'shape', type(local_bias).__name__)}"
-        )
-    if target.shape != input.shape[:-1]:
-        raise ValueError(
-            f"Expected argument `target` to have shape {tuple(input.shape[:-1])} (the input's shape without the "
-            f"feature dimension), but got {tuple(target.shape)}"
-        )
+    V.check_linear_head(input, local_weight, local_bias, names=("local_weight", "local_bias"), rows="V_local")
+    target = V.check_index_target(target, input.shape[:-1], where="the vocab-parallel losses")
     V_local = local_weight.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, CHUNK_ELEMENTS // V_local)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}")
+    chunk_size = V.check_chunk_size(chunk_size) or T.default_chunk_size(target.numel(), V_local, CHUNK_ELEMENTS)
     dtype = compute_dtype(input.dtype)
     h = _AllReduceGradient.apply(input.reshape(-1, input.shape[-1]), group).to(dtype)  # (M, D)
+    args = _Args(group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets)
     # the rows' logits as if whole: (M, K) for the flattened target
-    terms, row_weight = _slice_terms(
-        (target.numel(), V_local), 1, target.reshape(-1), group=group, class_offsets=class_offsets,
-        label_smoothing=eps, convention=convention, prior=prior, weight=weight, ignore_index=ignore_index, dtype=dtype,
-        device=input.device,
-    )  # fmt: skip
+    terms, row_weight, o = _slice_terms((target.numel(), V_local), target.reshape(-1), args, dtype=dtype,
+                                        device=input.device)  # fmt: skip
     b = None if local_bias is None else local_bias.to(dtype)
     row_loss = _VocabParallelLinearCrossEntropy.apply(h, local_weight.to(dtype), b, terms, chunk_size)
-    return reduce_rows(row_loss, reduction, row_weight.sum(), target.shape).to(input.dtype)
+    return reduce_rows(row_loss, o.reduction, row_weight.sum(), target.shape).to(input.dtype)
 
 
 def global_mean_denominator(
@@ -520,20 +415,18 @@ def global_mean_denominator(
         >>> global_mean_denominator(torch.tensor([2, -100, 0]), weight=torch.tensor([0.5, 1.0, 2.0]))
         tensor(2.5000)
     """
-    if not isinstance(target, Tensor) or target.is_floating_point():
-        raise TypeError(
-            f"Expected argument `target` to hold integer class indices, but got {getattr(target, 'dtype', type(target).__name__)}"
-        )
+    target = V.check_index_target(target, None, where="global_mean_denominator").reshape(-1)
     ignore_index = V.check_ignore_index(ignore_index)
     _rank_and_world(group)
-    keep = target.reshape(-1) != ignore_index
+    if weight is not None and (not isinstance(weight, Tensor) or weight.dim() != 1 or not weight.is_floating_point()):
+        raise TypeError(
+            "Expected argument `weight` to be a 1-D floating-point tensor of class weights, "
+            f"but got {getattr(weight, 'shape', type(weight).__name__)}"
+        )
+    V.check_target_range(target, None if weight is None else len(weight), ignore_index)
+    keep = target != ignore_index
     if weight is None:
         total = keep.sum().to(torch.float64)
     else:
-        if not isinstance(weight, Tensor) or weight.dim() != 1 or not weight.is_floating_point():
-            raise TypeError(
-                "Expected argument `weight` to be a 1-D floating-point tensor of class weights, "
-                f"but got {getattr(weight, 'shape', type(weight).__name__)}"
-            )
-        total = weight.detach()[target.reshape(-1)[keep]].sum()
+        total = weight.detach()[target[keep]].sum()
     return _all_reduce(total.clone(), dist.ReduceOp.SUM, group)

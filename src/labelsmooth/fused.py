@@ -1,7 +1,7 @@
 r"""Fused label-smoothed cross-entropy: the gradient is computed during the forward pass, chunk by chunk.
 
-Same semantics and results as :func:`labelsmooth.cross_entropy` (the reference); the memory is the
-gradient buffer (1× the logits), or nothing beyond a chunk with ``inplace=True``.
+Same semantics and results as :func:`labelsmooth.cross_entropy` (the reference), computed by a backend of
+:mod:`labelsmooth.kernels`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.kernels import select_backend, torch_backend
-from labelsmooth.losses import check_cross_entropy_args, compute_dtype, reduce_rows
-from labelsmooth.targets import index_target_coefficients, prior_vector, smooth_probabilities
+from labelsmooth._common import class_dim, compute_dtype, mean_scale, reduce_rows
+from labelsmooth.kernels import select_backend
+from labelsmooth.targets import coefficients
 
 
 class _PrecomputedGrad(torch.autograd.Function):
@@ -26,13 +26,14 @@ class _PrecomputedGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, loss: Tensor, grad: Tensor, per_row: bool) -> Tensor:  # type: ignore[override]
         # grad is (M, K), class dimension last; hand it back in the input's layout (a view, no copy).
-        cdim = V.class_dim(input)
+        cdim = class_dim(input)
         ctx.grad = grad.reshape(input.movedim(cdim, -1).shape).movedim(-1, cdim)
         ctx.per_row = per_row
         return loss
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        V.refuse_double_backward("fused_cross_entropy")
         grad = ctx.grad
         if grad is None:
             raise RuntimeError(
@@ -40,7 +41,7 @@ class _PrecomputedGrad(torch.autograd.Function):
                 "computed in the forward pass and handed over without a copy; recompute the loss"
             )
         if ctx.per_row:
-            cdim = V.class_dim(grad)
+            cdim = class_dim(grad)
             return grad * grad_output.unsqueeze(cdim).to(grad.dtype), None, None, None
         if bool(grad_output != 1):
             return grad * grad_output.to(grad.dtype), None, None, None
@@ -80,31 +81,21 @@ def fused_cross_entropy(
     r"""Label-smoothed cross-entropy with the gradient produced during the forward pass.
 
     .. math::
-        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v), \qquad
-        \nabla_{z_i} = m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v
+        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v_i), \qquad
+        \nabla_{z_i} = m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v_i
 
-    with the coefficients of :func:`labelsmooth.targets.index_target_coefficients` (see
-    :mod:`labelsmooth.targets`). The denominator of ``reduction="mean"`` (:math:`\sum_i w_{y_i}`) is known
-    from the targets before the pass, so each row's gradient is final once computed; backward only
-    multiplies it by grad_output (per row for ``reduction="none"``). Values and gradients equal
-    :func:`labelsmooth.cross_entropy`'s (tests: 1e-9 relative in float64).
+    with the coefficients of :mod:`labelsmooth.targets`: the same values and gradients as
+    :func:`labelsmooth.cross_entropy`, whose arguments it takes. Each row's gradient is final once
+    computed (the "mean" denominator is known from the targets); backward multiplies it by grad_output.
 
-    Memory: the gradient buffer (the logits' size) plus one chunk. With ``inplace=True`` the gradient is
-    written into the input's storage: **the logits are destroyed**; the input must be an activation (not
-    a leaf requiring grad), contiguous with the class dimension last in memory. If another autograd node
-    saved the logits for its own backward (e.g. a ``tanh`` output), autograd raises at backward (version
-    counter). Without a gradient to compute (no grad mode, or input not requiring grad) only the loss is
-    computed and nothing is overwritten. ``loss.backward()`` hands the buffer over (no copy; a second
-    backward through the same graph raises); other upstream gradients get a scaled copy.
-
-    Target values outside [0, C) (other than ``ignore_index``) raise ValueError, as in the reference, but
-    only once the kernel is queued (the kernel reads clamped targets), so that on a GPU the one host sync
-    of that check overlaps the kernel; with ``inplace=True`` the logits are already overwritten then.
-
-    Chunks hold about ``2**24`` logits by default (64 MiB of float32; chunk size barely changes memory,
-    and fewer chunks mean fewer thread barriers: :mod:`labelsmooth.kernels.torch_backend`). float16/bfloat16 are computed in
-    float32 (chunk by chunk). Class-probability targets are supported chunk by chunk but need their own
-    (N, C) smoothed target (no memory saving over the reference beyond the log-softmax).
+    Memory: a gradient buffer of the logits' size, or none with ``inplace=True``, which writes the
+    gradient into the input's storage: **the logits are destroyed**. The input must then be an activation
+    (not a leaf requiring grad), contiguous with the class dimension last in memory, and not saved by
+    another autograd node (autograd then raises at backward). Without a gradient to compute (no grad mode,
+    or an input that does not require grad) only the loss is computed and nothing is overwritten.
+    ``loss.backward()`` hands the buffer over without a copy: a second backward through the same graph
+    raises; other upstream gradients get a scaled copy. Class indices outside [0, C) raise ValueError
+    once the kernel has run (with ``inplace=True`` the logits are overwritten by then).
 
     Args:
         input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk).
@@ -112,10 +103,8 @@ def fused_cross_entropy(
         weight, ignore_index, reduction, label_smoothing, convention, prior: as
             :func:`labelsmooth.cross_entropy`.
         inplace: write the gradient into the input's buffer (destroys the logits).
-        chunk_size: rows per chunk; None picks ~2**24 logits per chunk.
+        chunk_size: rows per chunk; None for the backend's default.
         backend: "auto", "torch", "triton" or "compiled" (:func:`labelsmooth.kernels.select_backend`).
-            "compiled" is :mod:`labelsmooth.kernels.compiled_backend`: the chunk fused by ``torch.compile``
-            (smoothing nearly free; compiles on first use; needs a C++ compiler on CPUs).
 
     Returns:
         The loss in the input's dtype: a scalar, or per-element for ``reduction="none"``.
@@ -130,13 +119,13 @@ def fused_cross_entropy(
         >>> loss.backward(); torch.allclose(z.grad, torch.autograd.grad(ref, z)[0])
         True
     """
-    args = check_cross_entropy_args(
+    args = V.check_cross_entropy_args(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior, check_range=False
     )  # the target values are checked once the kernel is queued (below)
-    if not isinstance(inplace, bool):
-        raise TypeError(f"Expected argument `inplace` to be a bool, but got {type(inplace).__name__}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"Expected argument `chunk_size` to be a positive integer or None, but got {chunk_size!r}")
+    for name, value in (("target", target), ("weight", weight), ("prior", prior)):
+        V.check_constant(name, value, "fused_cross_entropy")
+    inplace = V.check_bool("inplace", inplace)
+    chunk_size = V.check_chunk_size(chunk_size)
     logits = args.logits
     kernel = select_backend(backend, logits)
     needs_grad = torch.is_grad_enabled() and input.requires_grad
@@ -146,33 +135,13 @@ def fused_cross_entropy(
     dtype = compute_dtype(input.dtype)
     M, K = logits.shape
     with torch.no_grad():
-        z = logits.detach()
-        if args.soft:
-            q = smooth_probabilities(
-                args.target.to(dtype), args.label_smoothing, args.convention,
-                prior_vector(prior, K, dtype=dtype, device=input.device),
-            )  # fmt: skip
-            if weight is not None:
-                q = q * weight.to(dtype)
-            denominator: Tensor | float = float(M)
-        else:
-            c = index_target_coefficients(
-                args.target, K, args.label_smoothing, convention=args.convention, prior=prior,
-                weight=weight, ignore_index=ignore_index, dtype=dtype,
-            )  # fmt: skip
-            denominator = c.row_weight.sum()
-        scale = 1.0 / denominator if args.reduction == "mean" else 1.0
-        grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
-        if not needs_grad:
-            if args.soft:
-                row, _ = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=False, chunk_size=chunk_size)
-            else:
-                row = torch_backend.row_loss(z, c, chunk_size=chunk_size)
-            grad = None
-        elif args.soft:
-            row, grad = torch_backend.soft_loss_and_grad(z, q, grad_scale, inplace=inplace, chunk_size=chunk_size)
-        else:
-            row, grad = kernel.loss_and_grad(z, c, grad_scale, inplace=inplace, chunk_size=chunk_size)
+        c = coefficients(args, dtype)
+        denominator = c.row_weight.sum() if not args.soft else torch.tensor(float(M), dtype=dtype)
+        grad_scale = None
+        if needs_grad:
+            scale = mean_scale(denominator) if args.reduction == "mean" else 1.0
+            grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
+        row, grad = kernel.loss_and_grad(logits.detach(), c, grad_scale, inplace=inplace, chunk_size=chunk_size)
         loss = reduce_rows(row, args.reduction, denominator, args.out_shape)
     out = loss if grad is None else _PrecomputedGrad.apply(input, loss, grad, args.reduction == "none")
     out = out.to(input.dtype)

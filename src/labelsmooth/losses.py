@@ -6,68 +6,17 @@ These are the exact, readable implementations (autograd through ``log_softmax``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from labelsmooth import _validation as V
+from labelsmooth._common import class_dim, compute_dtype, in_dtype, reduce_rows
+from labelsmooth.conventions import to_uniform
 from labelsmooth.targets import index_target_coefficients, prior_vector, smooth_probabilities
 
 
-@dataclass(frozen=True)
-class CrossEntropyArgs:
-    """Validated cross-entropy arguments with the logits flattened to (M, K), class dimension last."""
-
-    logits: Tensor  # (M, K), the input's dtype
-    target: Tensor  # (M,) class indices, or (M, K) probabilities
-    soft: bool
-    out_shape: torch.Size  # shape of reduction="none"
-    num_classes: int
-    label_smoothing: float
-    convention: str
-    reduction: str
-
-
-def check_cross_entropy_args(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    prior: Tensor | None,
-    *,
-    check_range: bool = True,
-) -> CrossEntropyArgs:
-    """Validate every argument of :func:`cross_entropy` and flatten the logits to (M, K).
-
-    ``check_range=False`` leaves the class-index values to the caller (:func:`_validation.check_target_range`).
-    """
-    V.check_logits(input)
-    eps = V.check_probability("label_smoothing", label_smoothing)
-    reduction = V.check_reduction(reduction)
-    convention = V.check_convention(convention)
-    ignore_index = V.check_ignore_index(ignore_index)
-    cdim = V.class_dim(input)
-    K = input.shape[cdim]
-    if K < 1:
-        raise ValueError(f"Expected argument `input` to have at least one class, but got shape {tuple(input.shape)}")
-    soft = V.check_target(input, target, ignore_index, check_range=check_range)
-    V.check_weight(weight, K)
-    V.check_prior(prior, K, convention)
-    logits = input if input.dim() == 2 else input.movedim(cdim, -1).reshape(-1, K)  # (M, K): class dim last
-    out_shape = target.shape if not soft else input.shape[:cdim] + input.shape[cdim + 1 :]
-    if soft:
-        flat_target = target.movedim(cdim, -1).reshape(-1, K)
-    else:
-        flat_target = target if target.dim() == 1 else target.reshape(-1)
-    return CrossEntropyArgs(logits, flat_target, soft, out_shape, K, eps, convention, reduction)
-
-
-def torch_smoothing(args: CrossEntropyArgs, prior: Tensor | None) -> float | None:
+def torch_smoothing(args: V.CrossEntropyArgs, prior: Tensor | None) -> float | None:
     """The ε of :func:`torch.nn.functional.cross_entropy` that gives the same target, or None if it has none.
 
     Without a prior, "uniform" is torch's own convention, and "others" with ε on K >= 2 classes is
@@ -76,6 +25,7 @@ def torch_smoothing(args: CrossEntropyArgs, prior: Tensor | None) -> float | Non
 
     Example:
         >>> import torch
+        >>> from labelsmooth._validation import check_cross_entropy_args
         >>> args = check_cross_entropy_args(torch.zeros(2, 10), torch.tensor([0, 1]), None, -100, "mean", 0.09,
         ...                                 "others", None)
         >>> round(torch_smoothing(args, None), 12)
@@ -88,26 +38,8 @@ def torch_smoothing(args: CrossEntropyArgs, prior: Tensor | None) -> float | Non
     K = args.num_classes
     if K < 2:
         return None
-    eps = args.label_smoothing * K / (K - 1)
-    return eps if eps <= 1.0 else None
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half and bfloat16 inputs are computed in float32; float32 and float64 in their own precision."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _in_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
-    """``t.to(dtype)`` without the call when it is already there (a few µs per call on small batches)."""
-    return t if t.dtype == dtype else t.to(dtype)
-
-
-def reduce_rows(row_loss: Tensor, reduction: str, denominator: Tensor | float, out_shape: torch.Size) -> Tensor:
-    if reduction == "none":
-        return row_loss.reshape(out_shape)
-    if reduction == "sum":
-        return row_loss.sum()
-    return row_loss.sum() / denominator
+    eps = to_uniform(args.label_smoothing, K, "others")
+    return eps if eps <= 1.0 else None  # torch's range of ε
 
 
 def cross_entropy(
@@ -139,7 +71,7 @@ def cross_entropy(
     Without a prior, the target is one torch has (``convention="others"`` with ε is ``"uniform"`` with
     ε·K/(K − 1)), and the loss is computed by :func:`torch.nn.functional.cross_entropy` itself (its fused
     kernel, in the compute dtype); with a prior, or an "others" ε beyond (K − 1)/K, by the linear form of
-    :mod:`labelsmooth.targets`. The tests hold both against an independent float64 reference.
+    :mod:`labelsmooth.targets`.
     float16/bfloat16 logits are computed in float32 and the loss returned in their dtype.
 
     Args:
@@ -170,28 +102,30 @@ def cross_entropy(
     """
     # On a CPU, torch's own kernel checks the class indices as it reads them; the range check is then left
     # to it (one reduction and a host sync fewer per call) and its IndexError replaced by ours.
+    V.check_logits(input)
     delegate = prior is None and input.device.type == "cpu"
-    args = check_cross_entropy_args(
+    args = V.check_cross_entropy_args(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior, check_range=not delegate
     )
     dtype = compute_dtype(input.dtype)
     eps_torch = torch_smoothing(args, prior)
     if eps_torch is not None:  # a target torch has: its own fused kernel, in the compute dtype
+        index = None if args.soft else V.as_index(target)
         try:
             loss = F.cross_entropy(
-                _in_dtype(input, dtype), _in_dtype(target, dtype) if args.soft else target,
-                weight=None if weight is None else _in_dtype(weight, dtype), ignore_index=ignore_index,
+                in_dtype(input, dtype), in_dtype(target, dtype) if args.soft else index,
+                weight=None if weight is None else in_dtype(weight, dtype), ignore_index=ignore_index,
                 reduction=args.reduction, label_smoothing=eps_torch,
             )  # fmt: skip
-            return _in_dtype(loss, input.dtype)
+            return in_dtype(loss, input.dtype)
         except IndexError as error:
             if not delegate:
                 raise
             torch_error = error
-        V.check_target_range(target, args.num_classes, ignore_index)  # torch refused an index: ours names it
+        V.check_target_range(index, args.num_classes, ignore_index)  # torch refused an index: ours names it
         raise torch_error
     if delegate and not args.soft:
-        V.check_target_range(target, args.num_classes, ignore_index)
+        V.check_target_range(args.target, args.num_classes, ignore_index)
     logp = F.log_softmax(args.logits.to(dtype), dim=-1)
     K = args.num_classes
     if args.soft:
@@ -261,6 +195,9 @@ def binary_cross_entropy_with_logits(
         raise ValueError(
             f"Expected argument `target` to have the input's shape {tuple(input.shape)}, but got {tuple(target.shape)}"
         )
+    for name, value in (("weight", weight), ("pos_weight", pos_weight)):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"Expected argument `{name}` to be a torch.Tensor or None, but got {type(value).__name__}")
     dtype = compute_dtype(input.dtype)
     smoothed = target.to(dtype) * (1.0 - eps) + eps / 2.0
     loss = F.binary_cross_entropy_with_logits(
@@ -313,7 +250,7 @@ def confidence_penalty(
     if threshold is not None:
         threshold = V.check_nonnegative("threshold", threshold)
     reduction = V.check_reduction(reduction)
-    cdim = V.class_dim(input)
+    cdim = class_dim(input)
     z = input.movedim(cdim, -1).to(compute_dtype(input.dtype))
     h = entropy(z)
     penalty = -beta * h if threshold is None else beta * torch.clamp(threshold - h, min=0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from labelsmooth import _validation as V
+from labelsmooth.linear import linear_cross_entropy
 from labelsmooth.losses import binary_cross_entropy_with_logits, confidence_penalty, cross_entropy
 
 
@@ -114,7 +115,7 @@ class ConfidencePenaltyLoss(nn.Module):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         ce = cross_entropy(input, target, self.weight, self.ignore_index, self.reduction)
         penalty = confidence_penalty(input, self.beta, threshold=self.threshold, reduction="none")
-        keep = (target != self.ignore_index) if not target.is_floating_point() else None
+        keep = (V.as_index(target) != self.ignore_index) if not target.is_floating_point() else None
         if keep is not None:
             penalty = penalty * keep
         if self.reduction == "none":
@@ -126,3 +127,30 @@ class ConfidencePenaltyLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}, reduction={self.reduction!r}"
+
+
+class LinearCrossEntropyLoss(SmoothedCrossEntropyOptions):
+    """Module form of :func:`labelsmooth.linear_cross_entropy`: ``loss(input, linear_weight, target, linear_bias)``.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> head = torch.nn.Linear(4, 9)
+        >>> loss_fn = labelsmooth.LinearCrossEntropyLoss(label_smoothing=0.1)
+        >>> loss = loss_fn(torch.randn(3, 4), head.weight, torch.tensor([1, 2, 3]), head.bias)
+        >>> loss.backward(); head.weight.grad.shape
+        torch.Size([9, 4])
+    """
+
+    def __init__(self, *args, chunk_size: int | None = None, **kwargs) -> None:
+        """The options of :class:`SmoothedCrossEntropyOptions`, and ``chunk_size`` (rows per chunk, or None)."""
+        super().__init__(*args, **kwargs)
+        self.chunk_size = V.check_chunk_size(chunk_size)
+
+    def forward(
+        self, input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None = None
+    ) -> Tensor:
+        return linear_cross_entropy(
+            input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
+            reduction=self.reduction, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+            convention=self.convention, prior=self.prior, chunk_size=self.chunk_size,
+        )  # fmt: skip

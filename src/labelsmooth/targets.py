@@ -17,22 +17,26 @@ semantics (each class's term is scaled by its weight), gives every loss in the l
     \qquad \nabla_{z_i}\ell_i = m_i\,p_i - a_i\,e_{y_i} - b_i\,v,
 
 with :math:`a_i = (1-s_{y_i})\,w_{y_i}`, :math:`b_i = s_{y_i}`, :math:`v = w \odot \pi` and the row mass
-:math:`m_i = a_i + b_i \sum_k v_k`. :func:`index_target_coefficients` computes those numbers once; the
-reference loss, the fused kernels and the distributed loss all consume them.
+:math:`m_i = a_i + b_i \sum_k v_k`. :func:`index_target_coefficients` computes those numbers once
+(:class:`Coefficients`); the reference loss, the fused kernels and the distributed loss all consume them.
 
-Class-probability targets extend the map linearly: a one-hot row :math:`e_j` becomes
-:math:`(1-s_j)e_j + s_j\pi`, so a probability row t becomes :math:`t \odot (1-s) + (t\cdot s)\,\pi`
-(for "uniform" that is torch's :math:`t(1-\varepsilon) + \varepsilon/K`).
+Class-probability targets extend the map affinely: a one-hot row :math:`e_j` becomes
+:math:`(1-s_j)e_j + s_j\pi` and a row t of any sum becomes
+:math:`t \odot (1-s) + (t\cdot s + (1-\sum_k t_k)\,\pi\cdot s)\,\pi` (:func:`smooth_probabilities`; for
+"uniform" that is torch's :math:`t(1-\varepsilon) + \varepsilon/K`). In the same linear form such a
+row has :math:`a_i = 0`, :math:`b_i = 1` and its own :math:`v_i = w \odot q_i`
+(:func:`probability_target_coefficients`).
 """
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
+from labelsmooth.conventions import class_coefficient
 
 
 def prior_vector(prior: Tensor | None, num_classes: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -43,87 +47,63 @@ def prior_vector(prior: Tensor | None, num_classes: int, *, dtype: torch.dtype, 
 
 
 def class_smoothing(label_smoothing: float, convention: str, prior_vec: Tensor) -> Tensor:
-    """The (K,) coefficients s_j with q(e_j) = (1 − s_j)·e_j + s_j·π.
-
-    "uniform": s_j = ε. "others": s_j = ε / (1 − π_j), so that the true class keeps exactly 1 − ε.
-    """
-    if convention == "uniform":
-        return torch.full_like(prior_vec, label_smoothing)
-    return label_smoothing / (1.0 - prior_vec)
+    """The (K,) coefficients s_j with q(e_j) = (1 − s_j)·e_j + s_j·π (:func:`conventions.class_coefficient`)."""
+    return class_coefficient(label_smoothing, convention, prior_vec)
 
 
 def smooth_probabilities(target: Tensor, label_smoothing: float, convention: str, prior_vec: Tensor) -> Tensor:
-    """Smooth class-probability rows (class dimension last): t ⊙ (1 − s) + (t · s) π."""
+    r"""Smooth class-probability rows t (class dimension last), rows of any sum:
+
+    .. math::
+        q(t) = t \odot (1 - s) + \bigl(t\cdot s + (1 - {\textstyle\sum_k} t_k)\,(\pi\cdot s)\bigr)\,\pi
+
+    the affine map that sends each one-hot e_j to its smoothed target (1 − s_j)·e_j + s_j·π and the zero
+    row to (π·s)·π. With a constant s (convention "uniform", or "others" with the uniform prior) it is
+    torch's t(1 − ε) + ε/K for the uniform-convention ε, whatever the rows sum to (docs/theory.md).
+    """
     s = class_smoothing(label_smoothing, convention, prior_vec)
-    return target * (1.0 - s) + (target @ s).unsqueeze(-1) * prior_vec
+    mass = target @ s + (1.0 - target.sum(-1)) * (prior_vec @ s)
+    return target * (1.0 - s) + mass.unsqueeze(-1) * prior_vec
 
 
-class IndexTargetCoefficients:
-    """The linear form of a smoothed, weighted cross-entropy with class-index targets (module docstring).
+@dataclass(frozen=True)
+class Coefficients:
+    r"""The linear form of a smoothed, weighted cross-entropy over M rows and K classes (module docstring):
+    :math:`\ell_i = m_i\,\mathrm{lse}(z_i) - a_i z_{i,y_i} - b_i\,(z_i\cdot v_i)`.
 
-    Tensors, for M flattened rows and K classes:
-        true_coef: (M,) a_i = (1 − s_{y_i})·w_{y_i}; 0 on ignored rows.
-        prior_coef: (M,) b_i = s_{y_i}; 0 on ignored rows.
-        prior_weighted: (K,) v = w ⊙ π.
-        row_weight: (M,) w_{y_i}; 0 on ignored rows. Its sum divides the loss for reduction="mean".
-        safe_target: (M,) the target with ignored rows replaced by class 0 (and clamped to [0, K)), safe for gather.
-        row_mass: (M,) m_i = Σ_k w_k q_ik = a_i + b_i·Σ_k v_k: the weight of the log-sum-exp in row i.
+    Tensors, in the compute dtype on the target's device:
+        true_coef: (M,) a_i; 0 on ignored rows and for probability targets.
+        prior_coef: (M,) b_i; 0 on ignored rows.
+        prior_weighted: v, (K,) shared by every row (v = w ⊙ π), or (M, K) one row each (probability
+            targets: v_i = w ⊙ q_i).
+        row_mass: (M,) m_i = a_i + b_i·Σ_k v_ik, the weight of the log-sum-exp in row i.
+        row_weight: (M,) the row's part of the denominator of reduction="mean" (w_{y_i}; 1 per row for
+            probability targets; 0 on ignored rows).
+        safe_target: (M,) int64, the class of a_i's term: ignored rows read class 0, invalid classes are
+            clamped into [0, K) until they are reported.
+        target: (M,) the class indices as given (what ``safe_target`` was made from).
     Host-side facts (no device sync to ask):
-        smoothing: False when every b_i is 0 because ε = 0.
-        constant_prior: v's common value when it is constant (no weights, uniform prior: 1/K), else None.
+        num_classes, ignore_index: what the coefficients were made for.
+        smoothing: False when every b_i is 0 (ε = 0 with class-index targets).
+        constant_prior: the common value of v's entries when v is one constant (K,) vector (no weights,
+            uniform prior: 1/K), else None.
         row_scalars: (a, b) of every kept row when all kept rows share them (no weights, no prior), else None.
-        target, ignore_index, num_classes: what the coefficients were made from.
-
-    Without weights and prior every tensor follows from ``row_scalars``, ``constant_prior`` and the target,
-    and is made only when first read (a kernel that takes the scalars never makes them); otherwise
-    :func:`index_target_coefficients` computes them at once.
+        index_targets: False for probability targets (every a_i is 0: no target-logit term).
     """
 
-    def __init__(
-        self, target: Tensor, num_classes: int, *, ignore_index: int, dtype: torch.dtype, smoothing: bool,
-        row_scalars: tuple[float, float] | None = None, constant_prior: float | None = None, **tensors: Tensor,
-    ) -> None:  # fmt: skip
-        self.target, self.num_classes, self.ignore_index, self.dtype = target, num_classes, ignore_index, dtype
-        self.smoothing, self.row_scalars, self.constant_prior = smoothing, row_scalars, constant_prior
-        if row_scalars is None and not {"true_coef", "prior_coef", "prior_weighted", "row_weight"} <= set(tensors):
-            raise ValueError(f"Expected the coefficient tensors without row_scalars, but got {sorted(tensors)}")
-        self.__dict__.update(tensors)  # computed ones stand in for the lazy properties below
-
-    @functools.cached_property
-    def keep(self) -> Tensor:
-        """(M,) True on the rows whose target is not ``ignore_index``."""
-        return self.target != self.ignore_index
-
-    @functools.cached_property
-    def safe_target(self) -> Tensor:
-        return _safe_target(self.target, self.keep, self.num_classes)
-
-    @functools.cached_property
-    def row_weight(self) -> Tensor:
-        return self.keep.to(self.dtype)
-
-    @functools.cached_property
-    def true_coef(self) -> Tensor:
-        return self.row_weight * self.row_scalars[0]
-
-    @functools.cached_property
-    def prior_coef(self) -> Tensor:
-        return self.row_weight * self.row_scalars[1]
-
-    @functools.cached_property
-    def prior_weighted(self) -> Tensor:
-        return torch.full((self.num_classes,), self.constant_prior, dtype=self.dtype, device=self.target.device)
-
-    @functools.cached_property
-    def row_mass(self) -> Tensor:
-        if self.row_scalars is not None:  # Σ_k v_k = 1: m_i = a_i + b_i on kept rows
-            return self.row_weight * sum(self.row_scalars)
-        return self.true_coef + self.prior_coef * self.prior_weighted.sum()
-
-
-def _safe_target(target: Tensor, keep: Tensor, num_classes: int) -> Tensor:
-    """Ignored rows read class 0, and the clamp keeps invalid classes in bounds until they are reported."""
-    return torch.where(keep, target, 0).clamp_(0, num_classes - 1)
+    true_coef: Tensor
+    prior_coef: Tensor
+    prior_weighted: Tensor
+    row_mass: Tensor
+    row_weight: Tensor
+    safe_target: Tensor
+    target: Tensor
+    num_classes: int
+    ignore_index: int
+    smoothing: bool
+    constant_prior: float | None = None
+    row_scalars: tuple[float, float] | None = None
+    index_targets: bool = True
 
 
 def index_target_coefficients(
@@ -136,11 +116,8 @@ def index_target_coefficients(
     weight: Tensor | None = None,
     ignore_index: int = -100,
     dtype: torch.dtype = torch.float32,
-) -> IndexTargetCoefficients:
+) -> Coefficients:
     """Coefficients for flattened class-index targets of shape (M,). Arguments must be validated already.
-
-    Without weights and prior (the common case) s is one number, known on the host: the coefficients are
-    two scalars and the tensors are made only if a consumer reads them. Otherwise s and w are gathered per row.
 
     Example:
         >>> import torch
@@ -150,27 +127,71 @@ def index_target_coefficients(
         >>> (c.true_coef + c.prior_coef * c.prior_weighted[2]).tolist()  # q_y = a + b·π_y = 1 − ε; ignored: 0
         [0.800000011920929, 0.0]
     """
-    common = dict(ignore_index=ignore_index, dtype=dtype, smoothing=label_smoothing > 0)
-    if weight is None and prior is None:
-        s = label_smoothing if convention == "uniform" else label_smoothing / (1.0 - 1.0 / num_classes)
-        return IndexTargetCoefficients(target, num_classes, row_scalars=(1.0 - s, s), constant_prior=1.0 / num_classes,
-                                       **common)  # fmt: skip
+    K = num_classes
     device = target.device
     keep = target != ignore_index
-    safe_target = _safe_target(target, keep, num_classes)
-    prior_vec = prior_vector(prior, num_classes, dtype=dtype, device=device)
-    w = torch.ones(num_classes, dtype=dtype, device=device) if weight is None else weight.to(dtype=dtype, device=device)
+    safe_target = torch.where(keep, target, 0).clamp_(0, K - 1).long()
+    common = dict(target=target, num_classes=K, ignore_index=ignore_index, smoothing=label_smoothing > 0)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    if weight is None and prior is None:  # s is one number, known on the host
+        s = class_coefficient(label_smoothing, convention, 1.0 / K)
+        row_weight = keep.to(dtype)
+        return Coefficients(
+            true_coef=row_weight * (1.0 - s), prior_coef=row_weight * s,
+            prior_weighted=torch.full((K,), 1.0 / K, dtype=dtype, device=device),
+            row_mass=row_weight * ((1.0 - s) + s), row_weight=row_weight, safe_target=safe_target,
+            constant_prior=1.0 / K, row_scalars=(1.0 - s, s), **common,
+        )  # fmt: skip
+    prior_vec = prior_vector(prior, K, dtype=dtype, device=device)
+    w = torch.ones(K, dtype=dtype, device=device) if weight is None else weight.to(dtype=dtype, device=device)
     s = class_smoothing(label_smoothing, convention, prior_vec)[safe_target]
-    row_weight = torch.where(keep, w[safe_target], torch.zeros((), dtype=dtype, device=device))
-    return IndexTargetCoefficients(
-        target, num_classes,
-        true_coef=(1.0 - s) * row_weight,
-        prior_coef=torch.where(keep, s, torch.zeros((), dtype=dtype, device=device)),
-        prior_weighted=w * prior_vec,
-        row_weight=row_weight,
-        keep=keep,
-        safe_target=safe_target,
-        **common,
+    row_weight = torch.where(keep, w[safe_target], zero)
+    true_coef = (1.0 - s) * row_weight
+    prior_coef = torch.where(keep, s, zero)
+    v = w * prior_vec
+    return Coefficients(
+        true_coef=true_coef, prior_coef=prior_coef, prior_weighted=v, row_mass=true_coef + prior_coef * v.sum(),
+        row_weight=row_weight, safe_target=safe_target, **common,
+    )  # fmt: skip
+
+
+def probability_target_coefficients(
+    target: Tensor,
+    label_smoothing: float,
+    *,
+    convention: str = "uniform",
+    prior: Tensor | None = None,
+    weight: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Coefficients:
+    """Coefficients for flattened class-probability targets (M, K): a_i = 0, b_i = 1, v_i = w ⊙ q_i.
+
+    q_i is the smoothed row (module docstring); the mean's denominator counts every row once, as in torch.
+    """
+    M, K = target.shape
+    device = target.device
+    q = smooth_probabilities(target.to(dtype), label_smoothing, convention, prior_vector(prior, K, dtype=dtype,
+                                                                                         device=device))  # fmt: skip
+    v = q if weight is None else q * weight.to(dtype)
+    ones = torch.ones(M, dtype=dtype, device=device)
+    index = torch.zeros(M, dtype=torch.long, device=device)
+    return Coefficients(
+        true_coef=torch.zeros(M, dtype=dtype, device=device), prior_coef=ones, prior_weighted=v, row_mass=v.sum(1),
+        row_weight=ones, safe_target=index, target=index, num_classes=K, ignore_index=-100, smoothing=True,
+        index_targets=False,
+    )  # fmt: skip
+
+
+def coefficients(args: V.CrossEntropyArgs, dtype: torch.dtype) -> Coefficients:
+    """The coefficients of validated cross-entropy arguments (class indices or probabilities)."""
+    o = args.options
+    if args.soft:
+        return probability_target_coefficients(
+            args.target, o.label_smoothing, convention=o.convention, prior=o.prior, weight=o.weight, dtype=dtype
+        )
+    return index_target_coefficients(
+        args.target, o.num_classes, o.label_smoothing, convention=o.convention, prior=o.prior, weight=o.weight,
+        ignore_index=o.ignore_index, dtype=dtype,
     )  # fmt: skip
 
 
@@ -208,13 +229,8 @@ def target_distribution(
     eps = V.check_probability("label_smoothing", label_smoothing)
     convention = V.check_convention(convention)
     V.check_prior(prior, K, convention)
-    if not isinstance(target, Tensor) or target.is_floating_point() or target.dtype == torch.bool:
-        raise TypeError(
-            f"Expected argument `target` to be a tensor of integer class indices, but got {getattr(target, 'dtype', type(target).__name__)}"
-        )
-    if target.numel() and bool(((target < 0) | (target >= K)).any()):
-        bad = target[(target < 0) | (target >= K)].flatten()[0].item()
-        raise ValueError(f"Expected argument `target` to hold class indices in [0, {K}), but got {bad}")
+    target = V.check_index_target(target, None, where="target_distribution")
+    V.check_target_range(target, K, None)
     dtype = prior.dtype if prior is not None else torch.float32
     prior_vec = prior_vector(prior, K, dtype=dtype, device=target.device)
     onehot = torch.nn.functional.one_hot(target.long(), K).to(dtype)

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from labelsmooth import _validation as V
+from labelsmooth._common import compute_dtype, reduce_rows
 from labelsmooth.conventions import canonical_setting, to_uniform
-from labelsmooth.losses import check_cross_entropy_args, compute_dtype, reduce_rows
 from labelsmooth.targets import class_smoothing, prior_vector
 
 
@@ -76,13 +76,12 @@ def decompose(
         >>> torch.allclose(d.total, (1 - d.epsilon) * d.nll + d.epsilon * (d.kl + d.prior_entropy))
         True
     """
-    args = check_cross_entropy_args(input, target, None, -100, reduction, label_smoothing, convention, prior)
+    args = V.check_cross_entropy_args(
+        input, target, None, -100, reduction, label_smoothing, convention, prior, check_range=False
+    )
     if args.soft:
         raise TypeError("Expected argument `target` to hold integer class indices for decompose, but got probabilities")
-    if args.target.numel() and bool((args.target < 0).any()):
-        raise ValueError(
-            f"Expected argument `target` to hold class indices in [0, {args.num_classes}), but got {int(args.target.min())}"
-        )
+    V.check_target_range(args.target, args.num_classes, None)
     dtype = compute_dtype(input.dtype)
     K = args.num_classes
     logp = F.log_softmax(args.logits.to(dtype), dim=-1)

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from labelsmooth.conventions import epsilon_limit, gamma_limit
+
 LOSSES = ("ce", "ls", "cp")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -119,7 +121,7 @@ class RunConfig:
                 )
             if self.gamma is not None:
                 g = _number("gamma", self.gamma)
-                if not 1.0 / K < g <= 1.0:
+                if not gamma_limit(K) < g <= 1.0:
                     raise ValueError(
                         f"Expected `gamma` (the probability on the true class) to be in "
                         f"(1/K, 1] = ({1 / K:g}, 1] "
@@ -132,7 +134,7 @@ class RunConfig:
                     )
             else:
                 e = _number("smoothing", self.smoothing)
-                limit = 1.0 if self.convention == "uniform" else (K - 1) / K
+                limit = epsilon_limit(K, self.convention)
                 if not 0.0 <= e < limit:
                     raise ValueError(
                         f"Expected `smoothing` in [0, {limit:g}) for convention={self.convention!r} "

@@ -1,43 +1,36 @@
-"""Fused loss-and-gradient kernels behind one contract, with a backend choice.
+r"""Fused loss-and-gradient kernels behind one contract, with a backend choice.
 
 Every backend module provides::
 
     loss_and_grad(logits, coefs, grad_scale, *, inplace, chunk_size=None) -> (row_loss, grad)
 
-- ``logits``: (M, K), contiguous, any float dtype;
-- ``coefs``: :class:`labelsmooth.targets.IndexTargetCoefficients` for those M rows;
-- ``grad_scale``: (M,) float32 (or float64), each row's gradient factor (1/denominator for "mean");
-- ``row_loss``: (M,) in the compute dtype, :math:`m_i\\,\\mathrm{lse}(z_i) - a_i z_{i,y_i} - b_i\\,(z_i\\cdot v)`;
-- ``grad``: (M, K) in the logits' dtype, :math:`s_i\\,(m_i\\,\\mathrm{softmax}(z_i) - a_i e_{y_i} - b_i v)`,
+- ``logits``: (M, K), unit stride along K, any float dtype;
+- ``coefs``: :class:`labelsmooth.targets.Coefficients` for those M rows, from class indices or from
+  class probabilities (then v is (M, K), one row each);
+- ``grad_scale``: (M,) float32 (or float64), each row's gradient factor (1/denominator for "mean"), or
+  None when no gradient is wanted (then nothing is written and ``grad`` is None);
+- ``row_loss``: (M,) in the compute dtype, :math:`m_i\,\mathrm{lse}(z_i) - a_i z_{i,y_i} - b_i\,(z_i\cdot v_i)`;
+- ``grad``: (M, K) in the logits' dtype, :math:`s_i\,(m_i\,\mathrm{softmax}(z_i) - a_i e_{y_i} - b_i v_i)`,
   written into the logits' storage when ``inplace=True``.
 
 Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
-device-agnostic PyTorch; a Triton backend (``labelsmooth.kernels.triton_backend``) slots in when present;
-:mod:`.compiled_backend` is the same computation fused by ``torch.compile`` (opt-in: it compiles on first
-use and needs a C++ compiler), in which smoothing costs almost nothing on CPUs (docs/performance.md).
+device-agnostic PyTorch; :mod:`.triton_backend` runs Triton kernels on CUDA devices;
+:mod:`.compiled_backend` is the torch backend's computation fused by ``torch.compile`` (opt-in: it
+compiles on first use and needs a C++ compiler on CPUs).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
 import shutil
 from types import ModuleType
 
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.kernels import torch_backend
+from labelsmooth.kernels import torch_backend, triton_backend
 
 BACKENDS = ("auto", "torch", "triton", "compiled")
-
-
-def _triton_available() -> bool:
-    return (
-        importlib.util.find_spec("triton") is not None
-        and importlib.util.find_spec("labelsmooth.kernels.triton_backend") is not None
-    )
 
 
 def _cxx_compiler() -> str | None:
@@ -53,9 +46,8 @@ def _cxx_compiler() -> str | None:
 def select_backend(backend: str, logits: Tensor) -> ModuleType:
     """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run, else torch.
 
-    "triton" raises ValueError where it cannot run: triton (or the Triton backend) missing, or CPU tensors
-    without ``TRITON_INTERPRET=1``. "compiled" raises ValueError when no C++ compiler is found. Triton and
-    the compiled backend are imported only here, lazily.
+    "triton" raises ValueError where it cannot run: triton missing, or CPU tensors without
+    ``TRITON_INTERPRET=1``. "compiled" raises ValueError when no C++ compiler is found.
     """
     backend = V.check_choice("backend", backend, BACKENDS)
     if backend == "torch":
@@ -67,22 +59,19 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
                 "but no C++ compiler (g++ or clang++, or $CXX) was found; use backend='torch'"
             )
         return importlib.import_module("labelsmooth.kernels.compiled_backend")
-    runnable = logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
     if backend == "auto":
-        if logits.is_cuda and _triton_available():
-            return importlib.import_module("labelsmooth.kernels.triton_backend")
-        return torch_backend
-    if not _triton_available():
+        return triton_backend if logits.is_cuda and triton_backend.can_run(logits.device) else torch_backend
+    if not triton_backend.is_available():
         raise ValueError(
             "Expected argument `backend` to name an installed backend, but got 'triton' "
-            "(triton or labelsmooth.kernels.triton_backend is not importable)"
+            "(triton is not installed: pip install 'labelsmooth[triton]')"
         )
-    if not runnable:
+    if not (logits.is_cuda or triton_backend.interpreting()):
         raise ValueError(
             "Expected argument `backend` to be 'triton' only for CUDA tensors (or with TRITON_INTERPRET=1), "
             f"but got 'triton' for a tensor on {logits.device}"
         )
-    return importlib.import_module("labelsmooth.kernels.triton_backend")
+    return triton_backend
 
 
-__all__ = ["BACKENDS", "select_backend", "torch_backend"]
+__all__ = ["BACKENDS", "select_backend", "torch_backend", "triton_backend"]

@@ -1,31 +1,33 @@
-"""The plain-PyTorch fused kernel: loss and gradient of a smoothed cross-entropy, chunk by chunk.
+r"""The plain-PyTorch kernel: the one chunk computation of a smoothed cross-entropy, loss and gradient.
 
-See :mod:`labelsmooth.kernels` for the contract. For each chunk of rows (a view of the logits):
+For a chunk of rows z (n, K) with the coefficients of :class:`labelsmooth.targets.Coefficients`
+(a, b, m, v; y the target class) and each row's gradient factor s:
 
-1. ``z_y`` (gather) and, when some ``b_i != 0``, ``z·v`` (one matrix-vector product) are read first;
-2. ``max`` per row, then ``exp(z - max)`` written straight into the gradient buffer (the logits' own
-   storage when ``inplace=True``, so the logits are destroyed), and its row sum ``S``;
-3. the loss ``m·(max + log S) − a·z_y − b·z·v``;
-4. the buffer scaled in place to ``s·m·softmax``, then ``− s·b·v`` (a scalar per row when v is constant,
-   a rank-one update otherwise) and ``− s·a`` scattered at the target.
+.. math::
+    \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v_i), \qquad
+    g_i = s_i\,\bigl(m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v_i\bigr).
 
-No K-wide temporary beyond the chunk exists for float32/float64; float16/bfloat16 chunks are upcast to a
-float32 chunk buffer. The default chunk holds about :data:`CHUNK_ELEMENTS` = 2**24 logits (64 MiB of
-float32; 524 rows at K = 32,000). Chunk size barely changes the memory (the only chunk-sized buffer is the
-float32 upcast of half inputs), but every chunk costs about a dozen parallel ops, each ending in a thread
-barrier: on a shared 2-core machine cache-sized chunks (2**20 logits) measured 1.3–7× slower than 2**24
-(docs/performance.md), so the default favours few, large chunks.
+:func:`loss_and_grad` is the backend contract of :mod:`labelsmooth.kernels`. The chunk computation is
+written once, in small pieces that the linear head (:mod:`labelsmooth.linear`, whose chunks come from a
+matrix product) and the vocab-parallel loss (:mod:`labelsmooth.distributed`, whose lse is combined across
+ranks) reuse: :func:`target_logit` and :func:`prior_logit` (the statistics), :func:`loss_terms` (the
+loss from them), :func:`softmax_weight` (the weight of the softmax in the gradient), :func:`subtract_targets`
+(the gradient's target terms), and :func:`chunk_loss_and_grad` / :func:`chunk_loss`, which combine them.
+A new per-row term of the loss (a function of lse) changes :func:`loss_terms` and :func:`softmax_weight`;
+a transform of the logits changes :func:`chunk_input` and the gradient's chain rule in one place each.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from labelsmooth.losses import compute_dtype
-from labelsmooth.targets import IndexTargetCoefficients
+from labelsmooth._common import compute_dtype, in_dtype
+from labelsmooth.targets import Coefficients
 
-CHUNK_ELEMENTS = 1 << 24  # logits per chunk by default: 64 MiB of float32 (see module docstring)
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk by default: 64 MiB of float32 (docs/performance.md)
 
 
 def default_chunk_size(num_rows: int, num_classes: int, elements: int = CHUNK_ELEMENTS) -> int:
@@ -33,98 +35,148 @@ def default_chunk_size(num_rows: int, num_classes: int, elements: int = CHUNK_EL
     return max(1, min(num_rows, elements // max(num_classes, 1)))
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The coefficients of a chunk of n rows, in the compute dtype.
+
+    target: (n, 1) int64 class of a's term; a, b, m: (n,); v: (K,) or (n, K), or None when every entry
+    equals ``v_const``; owned: (n,) bool, the rows whose target class lies in these logits (a slice of
+    the classes, :mod:`labelsmooth.distributed`), or None for all.
+    """
+
+    target: Tensor
+    a: Tensor
+    b: Tensor
+    m: Tensor
+    v: Tensor | None
+    v_const: float | None
+    smoothing: bool
+    index_targets: bool = True
+    owned: Tensor | None = None
+
+
+def rows(coefs: Coefficients, sl: slice, dtype: torch.dtype, *, v: Tensor | None = None) -> Rows:
+    """The chunk ``sl`` of ``coefs`` in ``dtype``; ``v`` (the whole (K,) or (M, K) v in ``dtype``) saves a cast."""
+    if v is None and coefs.constant_prior is None:
+        v = in_dtype(coefs.prior_weighted, dtype)
+    if v is not None and v.dim() == 2:
+        v = v[sl]
+    return Rows(
+        target=coefs.safe_target[sl].unsqueeze(1), a=in_dtype(coefs.true_coef[sl], dtype),
+        b=in_dtype(coefs.prior_coef[sl], dtype), m=in_dtype(coefs.row_mass[sl], dtype),
+        v=None if coefs.constant_prior is not None else v, v_const=coefs.constant_prior,
+        smoothing=coefs.smoothing, index_targets=coefs.index_targets,
+    )  # fmt: skip
+
+
+def chunk_input(z: Tensor, dtype: torch.dtype) -> Tensor:
+    """The chunk's logits in the compute dtype (a copy only for half inputs)."""
+    return in_dtype(z, dtype)
+
+
+def target_logit(z: Tensor, r: Rows) -> Tensor | None:
+    """(n,) z_{i,y_i}; 0 on rows whose target lies outside these logits; None without index targets."""
+    if not r.index_targets:
+        return None
+    z_y = z.gather(1, r.target).squeeze(1)
+    return z_y if r.owned is None else torch.where(r.owned, z_y, 0.0)
+
+
+def prior_logit(z: Tensor, r: Rows) -> Tensor | None:
+    """(n,) z_i · v_i, or None without smoothing."""
+    if not r.smoothing:
+        return None
+    if r.v is None:
+        return z.sum(1) * r.v_const
+    return z @ r.v if r.v.dim() == 1 else (z * r.v).sum(1)
+
+
+def loss_terms(lse: Tensor, z_y: Tensor | None, z_v: Tensor | None, r: Rows) -> Tensor:
+    """(n,) ℓ_i = m_i·lse_i − a_i·z_{i,y_i} − b_i·(z_i·v_i): the loss from the row statistics."""
+    loss = r.m * lse
+    if z_y is not None:
+        loss = loss - r.a * z_y
+    if z_v is not None:
+        loss = loss - r.b * z_v
+    return loss
+
+
+def softmax_weight(lse: Tensor, r: Rows) -> Tensor:
+    """(n,) the weight of softmax(z_i) in the gradient of ℓ_i: m_i."""
+    del lse  # a term of the loss in lse would add its derivative here
+    return r.m
+
+
+def subtract_targets(buf: Tensor, r: Rows, s: Tensor, *, prior: bool = True) -> None:
+    """In place: buf −= s_i·b_i·v_i (with ``prior``) and buf −= s_i·a_i·e_{y_i}."""
+    if prior and r.smoothing:
+        if r.v is None:  # two in-place passes: faster than one broadcasting addcmul
+            buf.sub_((s * r.b * r.v_const).unsqueeze(1))
+        elif r.v.dim() == 1:
+            buf.addr_(s * r.b, r.v, alpha=-1.0)
+        else:
+            buf.addcmul_(r.v, (s * r.b).unsqueeze(1), value=-1.0)
+    if r.index_targets:
+        a = r.a if r.owned is None else torch.where(r.owned, r.a, 0.0)
+        buf.scatter_add_(1, r.target, (-s * a).unsqueeze(1))
+
+
+def chunk_loss_and_grad(
+    z: Tensor, buf: Tensor, r: Rows, s: Tensor, *, z_v: Tensor | None = None, prior_grad: bool = True
+) -> Tensor:
+    """(n,) losses of the chunk z (n, K), compute dtype; writes the gradient g (n, K) into ``buf``.
+
+    ``buf`` may be z itself (z is then overwritten). ``z_v`` replaces :func:`prior_logit` when the caller
+    knows it (the linear head: z·v = h·Wᵀv + bias·v), and ``prior_grad=False`` leaves the −s·b·v term of
+    the gradient to the caller (applied as a rank-one update).
+    """
+    z_y = target_logit(z, r)  # read before buf (possibly z) is overwritten
+    if z_v is None:
+        z_v = prior_logit(z, r)
+    mx = z.amax(1, keepdim=True)
+    torch.sub(z, mx, out=buf)
+    buf.exp_()
+    sumexp = buf.sum(1, keepdim=True)
+    lse = mx.squeeze(1) + sumexp.squeeze(1).log()
+    buf.mul_((s * softmax_weight(lse, r)).unsqueeze(1) / sumexp)
+    subtract_targets(buf, r, s, prior=prior_grad)
+    return loss_terms(lse, z_y, z_v, r)
+
+
+def chunk_loss(z: Tensor, r: Rows, *, z_v: Tensor | None = None) -> Tensor:
+    """(n,) losses of the chunk z (n, K), without a gradient (nothing is written)."""
+    return loss_terms(torch.logsumexp(z, 1), target_logit(z, r), prior_logit(z, r) if z_v is None else z_v, r)
+
+
+def gradient(z: Tensor, lse: Tensor, r: Rows, s: Tensor) -> Tensor:
+    """(n, K) g for a chunk whose lse (n,) is known (combined across the ranks that hold its classes)."""
+    buf = torch.exp(z - lse.unsqueeze(1)).mul_((s * softmax_weight(lse, r)).unsqueeze(1))
+    subtract_targets(buf, r, s)
+    return buf
+
+
 def loss_and_grad(
-    logits: Tensor,
-    coefs: IndexTargetCoefficients,
-    grad_scale: Tensor,
-    *,
-    inplace: bool,
-    chunk_size: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Row losses (M,) and the scaled gradient (M, K); contract in :mod:`labelsmooth.kernels`."""
-    M, K = logits.shape
+    logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The contract of :mod:`labelsmooth.kernels`, by :func:`chunk_loss_and_grad` (or :func:`chunk_loss`
+    without ``grad_scale``) on chunks of ``chunk_size`` rows (default: :data:`CHUNK_ELEMENTS` logits)."""
     cdtype = compute_dtype(logits.dtype)
+    M, K = logits.shape
     upcast = cdtype != logits.dtype
-    grad = logits if inplace else torch.empty_like(logits)
     row_loss = torch.empty(M, dtype=cdtype, device=logits.device)
     chunk = chunk_size or default_chunk_size(M, K)
-    v = coefs.prior_weighted.to(cdtype)
-    smooth = coefs.smoothing  # host-side facts: no device sync
-    v_const = coefs.constant_prior if smooth else None
-    m_all = coefs.row_mass.to(cdtype)
-    for start in range(0, M, chunk):
-        stop = min(start + chunk, M)
-        z = logits[start:stop]
-        if upcast:
-            z = z.to(cdtype)
-        buf = z if (inplace or upcast) else grad[start:stop]
-        tgt = coefs.safe_target[start:stop].unsqueeze(1)
-        a = coefs.true_coef[start:stop].to(cdtype)
-        b = coefs.prior_coef[start:stop].to(cdtype)
-        m = m_all[start:stop]
-        s = grad_scale[start:stop].to(cdtype)
-        z_y = z.gather(1, tgt).squeeze(1)
-        loss = -a * z_y
-        if smooth:
-            z_v = z.sum(1) * v_const if v_const is not None else z @ v
-            loss = loss - b * z_v
-        mx = z.amax(1, keepdim=True)
-        torch.sub(z, mx, out=buf)
-        buf.exp_()
-        sumexp = buf.sum(1, keepdim=True)
-        row_loss[start:stop] = loss + m * (mx.squeeze(1) + sumexp.squeeze(1).log())
-        scale = (s * m).unsqueeze(1) / sumexp
-        buf.mul_(scale)
-        if smooth and v_const is not None:  # two in-place passes: faster than one broadcasting addcmul
-            buf.sub_((s * b * v_const).unsqueeze(1))
-        elif smooth:
-            buf.addr_(s * b, v, alpha=-1.0)
-        buf.scatter_add_(1, tgt, (-s * a).unsqueeze(1))
-        if upcast:
-            grad[start:stop].copy_(buf)
-    return row_loss, grad
-
-
-def row_loss(logits: Tensor, coefs: IndexTargetCoefficients, *, chunk_size: int | None = None) -> Tensor:
-    """Row losses (M,) only, chunk by chunk, without a gradient buffer (for no-grad evaluation)."""
-    M, K = logits.shape
-    cdtype = compute_dtype(logits.dtype)
-    out = torch.empty(M, dtype=cdtype, device=logits.device)
-    chunk = chunk_size or default_chunk_size(M, K)
-    v = coefs.prior_weighted.to(cdtype)
-    for start in range(0, M, chunk):
-        stop = min(start + chunk, M)
-        z = logits[start:stop].to(cdtype)
-        z_y = z.gather(1, coefs.safe_target[start:stop].unsqueeze(1)).squeeze(1)
-        lse = torch.logsumexp(z, 1)
-        loss = coefs.row_mass[start:stop].to(cdtype) * lse - coefs.true_coef[start:stop].to(cdtype) * z_y
-        if coefs.smoothing:  # a host-side fact, as in loss_and_grad
-            loss = loss - coefs.prior_coef[start:stop].to(cdtype) * (z @ v)
-        out[start:stop] = loss
-    return out
-
-
-def soft_loss_and_grad(
-    logits: Tensor, q: Tensor, grad_scale: Tensor, *, inplace: bool, chunk_size: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Class-probability targets: q (M, K) is the weighted smoothed target w ⊙ q̃ in the compute dtype.
-
-    row_loss = (Σ_k q_ik)·lse(z_i) − q_i·z_i, grad = s_i·((Σ_k q_ik)·softmax(z_i) − q_i). The (M, K) target
-    exists anyway (the caller passes it), so this path is chunked but not free of K-wide tensors.
-    """
-    M, K = logits.shape
-    cdtype = compute_dtype(logits.dtype)
+    v = None if coefs.constant_prior is not None else in_dtype(coefs.prior_weighted, cdtype)
+    if grad_scale is None:
+        for start in range(0, M, chunk):
+            sl = slice(start, min(start + chunk, M))
+            row_loss[sl] = chunk_loss(chunk_input(logits[sl], cdtype), rows(coefs, sl, cdtype, v=v))
+        return row_loss, None
     grad = logits if inplace else torch.empty_like(logits)
-    out = torch.empty(M, dtype=cdtype, device=logits.device)
-    chunk = chunk_size or default_chunk_size(M, K)
     for start in range(0, M, chunk):
-        stop = min(start + chunk, M)
-        z = logits[start:stop].to(cdtype)
-        qc = q[start:stop]
-        mass = qc.sum(1)
-        lse = torch.logsumexp(z, 1)
-        out[start:stop] = mass * lse - (qc * z).sum(1)
-        s = grad_scale[start:stop].to(cdtype).unsqueeze(1)
-        g = torch.softmax(z, 1).mul_(mass.unsqueeze(1)).sub_(qc).mul_(s)
-        grad[start:stop].copy_(g)
-    return out, grad
+        sl = slice(start, min(start + chunk, M))
+        z = chunk_input(logits[sl], cdtype)
+        buf = z if (inplace or upcast) else grad[sl]
+        row_loss[sl] = chunk_loss_and_grad(z, buf, rows(coefs, sl, cdtype, v=v), in_dtype(grad_scale[sl], cdtype))
+        if upcast:
+            grad[sl].copy_(buf)
+    return row_loss, grad
