@@ -45,10 +45,15 @@ def run(args: argparse.Namespace) -> int:
     counts = run_grid(grid, store_path, args)
     wall = time.perf_counter() - start
     keys = {c.key() for c in grid}
-    with Store(store_path) as store:
-        runs = [r for r in store.runs() if r["key"] in keys]
+    with Store(store_path, readonly=True) as store:
+        runs = [r for r in store.runs(validate=True) if r["key"] in keys]
         sweeps = store.sweeps()
-    result = write_report(runs, sweeps, out, title=f"labelsmooth reproduce ({kind})")
+    from labelsmooth.experiment.atomic import WriteError, write_error
+
+    try:
+        result = write_report(runs, sweeps, out, title=f"labelsmooth reproduce ({kind})")
+    except OSError as exc:  # the runs are safe in the store; only the report could not be written
+        raise exc if isinstance(exc, WriteError) else write_error(exc.filename or out, exc) from exc
     print()
     for line in result["analysis"].verdicts.values():
         print(line)

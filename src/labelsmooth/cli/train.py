@@ -84,6 +84,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import json
     import os
+    import sys
 
     from labelsmooth.cli import CLIError
 
@@ -92,17 +93,29 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--data-dir {args.data_dir!r} is not a folder")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, but got {args.threads}")
+    from labelsmooth.experiment.atomic import WriteError, atomic_write, write_error
     from labelsmooth.experiment.data import DataError
     from labelsmooth.experiment.train import TrainingDiverged, train
 
+    if args.out:  # a folder that cannot take the file is an error before training, not after
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise write_error(args.out, FileNotFoundError(2, "No such file or directory", folder))
+        if not os.access(folder, os.W_OK):
+            raise write_error(args.out, PermissionError(13, "Permission denied", folder))
     try:
         record = train(config, data_dir=args.data_dir, progress=not args.no_progress, threads=args.threads)
     except (DataError, TrainingDiverged) as exc:
         raise CLIError(str(exc)) from None
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
+        text = json.dumps(record, indent=2) + "\n"
+        try:
+            with atomic_write(args.out) as f:
+                f.write(text)
+        except WriteError:  # the run is finished: hand its record over on stdout rather than lose it
+            print(text, end="")
+            print("labelsmooth train: the record above could not be written to --out; it is not lost", file=sys.stderr)
+            raise
     m, t = record["metrics"], record["timings"]
     print(
         f"{config.dataset}/{config.model} {config.label()} seed={config.seed}, {config.epochs} epochs "

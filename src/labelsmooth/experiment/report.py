@@ -15,6 +15,7 @@ import os
 import re
 
 from labelsmooth.experiment import plots
+from labelsmooth.experiment.atomic import atomic_write
 from labelsmooth.experiment.stats import ALPHA, Analysis, analyse, mean_ci, setting_label
 
 TEST_NOTE = (
@@ -61,10 +62,10 @@ def write_report(
         figures[name] = _figures(name, a, runs, out_dir)
     md_path = markdown_path or os.path.join(out_dir, "report.md")
     md = _markdown(a, runs, sweeps, figures, title, os.path.dirname(os.path.abspath(md_path)), notes)
-    with open(md_path, "w") as f:
+    with atomic_write(md_path) as f:
         f.write(md)
     html_path = os.path.join(out_dir, "report.html")
-    with open(html_path, "w") as f:
+    with atomic_write(html_path) as f:
         f.write(_html(a, runs, sweeps, figures, title, out_dir))
     return {"markdown": md_path, "html": html_path, "analysis": a}
 
@@ -172,21 +173,34 @@ def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     return lines
 
 
+def _md(text: object) -> str:
+    r"""Text from the store or the command line, safe in Markdown: HTML escaped as report.html escapes it
+    (``<``, ``>``, ``&``), and ``|``, ``[``, ``]`` backslash-escaped so that it cannot end a table cell or
+    a link text. (Inside a code span the entities show as written; the text stays inert.)
+
+    Example:
+        >>> print(_md("<script>alert(1)</script> | x"))
+        &lt;script&gt;alert(1)&lt;/script&gt; \| x
+    """
+    return re.sub(r"([|\[\]])", r"\\\1", html.escape(str(text), quote=False))
+
+
 def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
-    out = [f"# {title}", "", "## Verdicts", ""]
-    out += [f"- {v}" for v in a.verdicts.values()] or ["- no finished runs"]
+    out = [f"# {_md(title)}", "", "## Verdicts", ""]
+    out += [f"- {_md(v)}" for v in a.verdicts.values()] or ["- no finished runs"]
     out += ["", TEST_NOTE, ""]
-    if notes:
+    if notes:  # the user's own Markdown, by design not escaped
         out += [notes.strip(), ""]
     for name in a.summary:
-        out += [f"## {name}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        out += ["| " + " | ".join(row) + " |" for row in _table_rows(name, a)]
+        out += [f"## {_md(name)}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in _table_rows(name, a)]
         out.append("")
         out += [
-            f"![{name}: {caption}]({os.path.relpath(os.path.abspath(path), md_dir)})" for caption, path in figures[name]
+            f"![{_md(name)}: {_md(caption)}]({os.path.relpath(os.path.abspath(path), md_dir)})"
+            for caption, path in figures[name]
         ]
         out.append("")
-    out += ["## Provenance", ""] + [f"- {line}" for line in _provenance(runs, sweeps)]
+    out += ["## Provenance", ""] + [f"- {_md(line)}" for line in _provenance(runs, sweeps)]
     return "\n".join(out) + "\n"
 
 
