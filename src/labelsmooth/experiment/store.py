@@ -39,6 +39,7 @@ row that cannot be decoded raises it naming the file, the row's key and the colu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -46,7 +47,6 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -140,11 +140,24 @@ class Store:
             self._check_schema()
             return
         parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        for target in (parent, self.path):  # SQLite needs to write the file and its -wal/-shm next to it
+            if os.path.exists(target) and not os.access(target, os.W_OK):
+                import errno
+
+                readonly = os.statvfs(target).f_flag & os.ST_RDONLY
+                raise self._write_error(
+                    OSError(errno.EROFS if readonly else errno.EACCES, f"{target} cannot be written")
+                )
         if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
             self._db = self._connect(self.path)
-            self._check_schema()  # before writing anything into a file that may not be a store
-            self._db.close()
+            try:
+                self._check_schema()  # before writing anything into a file that may not be a store
+            finally:
+                self._db.close()
         self._db = self._connect(self.path)
         try:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -174,11 +187,12 @@ class Store:
         try:
             db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
             return db
-        except sqlite3.OperationalError as exc:
-            if "unable to open" not in str(exc) and "readonly" not in str(exc):
-                db.close()
-                raise self._error(exc) from None
+        except sqlite3.DatabaseError as exc:
             db.close()
+            if not isinstance(exc, sqlite3.OperationalError) or (
+                "unable to open" not in str(exc) and "readonly" not in str(exc)
+            ):
+                raise self._error(exc) from None
         return self._connect(uri + "?mode=ro&immutable=1", uri=True)
 
     def _error(self, exc: BaseException, what: str = "") -> StoreError:
@@ -242,23 +256,28 @@ class Store:
             if "full" in text or "readonly" in text or "disk I/O" in text:
                 import errno
 
-                from labelsmooth.experiment.atomic import write_error
-
                 code = errno.ENOSPC if "full" in text else errno.EROFS if "readonly" in text else errno.EIO
-                raise write_error(self.path, OSError(code, text), f"the store {self.path}") from None
+                raise self._write_error(OSError(code, text)) from None
             raise
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
 
-    @contextmanager
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         self._retry(lambda: self._db.execute("BEGIN IMMEDIATE"))
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+
+    def _write_error(self, exc: OSError):
+        from labelsmooth.experiment.atomic import write_error
+
+        return write_error(self.path, exc, f"the store {self.path}")
 
     def put(self, record: dict, owner: str | None = None) -> None:
         """Write one run (insert, or replace the row with the same key) in one transaction; with
