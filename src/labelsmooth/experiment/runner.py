@@ -259,6 +259,13 @@ def sweep(
             return counts
         if check_data_first and (backend == "local" or address is None):
             check_data(todo, data_dir)
+        other = _other_thread_counts(store, configs, threads)
+        if other:
+            print(
+                f"note: {other} runs of this grid in {store_path} were trained with another torch thread count "
+                f"than this sweep's {threads}; the thread count is not part of a run's key (docs/experiments.md)",
+                file=sys.stderr,
+            )
         from labelsmooth.experiment.train import machine
 
         sweep_id = store.start_sweep(
@@ -318,6 +325,16 @@ def sweep(
                 store.release(owner)
         store.finish_sweep(sweep_id)
     return counts
+
+
+def _other_thread_counts(store: Store, configs: list[RunConfig], threads: int) -> int:
+    """How many finished runs of ``configs`` in the store used another torch thread count than ``threads``."""
+    keys = {c.key() for c in configs}
+    return sum(
+        1
+        for r in store.runs(status="done")
+        if r["key"] in keys and (r.get("machine") or {}).get("threads", threads) != threads
+    )
 
 
 def _show(bar, record: dict) -> None:
