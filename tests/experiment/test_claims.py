@@ -132,7 +132,7 @@ def test_a_sweep_killed_with_sigkill_loses_nothing_another_sweep_finishes_its_ru
     Store(store).close()
     cmd, env = _sweep_cmd(store, seeds=5)
     victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while time.time() < deadline:  # kill it once it has stored a run and claimed the next
         time.sleep(0.05)
         with sqlite3.connect(store, timeout=60) as db:

@@ -253,6 +253,11 @@ def test_train_out_into_a_missing_folder_fails_before_training(tmp_path, capsys,
     assert "the folder does not exist" in _one_line_error(capsys, "train")
 
 
+def test_train_out_naming_a_folder_fails_before_training(tmp_path, capsys):
+    assert main([*TRAIN, "--out", str(tmp_path)]) == EXIT_USAGE
+    assert "is a folder" in _one_line_error(capsys, "train")
+
+
 def test_export_on_a_full_disk_leaves_no_csv(tmp_path, capsys, full_disk):
     store = _store_with_runs(tmp_path / "runs.sqlite")
     full_disk.room = 50
@@ -516,9 +521,9 @@ def test_our_validation_errors_are_one_line(tmp_path, capsys):
 def test_a_user_error_in_a_subprocess_is_one_line_without_a_traceback(tmp_path):
     store = _store_with_runs(tmp_path / "runs.sqlite")
     cmd, env = cli("export", "--store", str(store), "--csv", str(tmp_path / "o.csv"))
-    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120).returncode == 0
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600).returncode == 0
     cmd, env = cli("export", "--store", str(tmp_path / "missing.sqlite"), "--csv", str(tmp_path / "o.csv"))
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == EXIT_USAGE and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
 
 

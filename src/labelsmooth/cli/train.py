@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     from labelsmooth.experiment.train import TrainingDiverged, train
 
     if args.out:  # a folder that cannot take the file is an error before training, not after
+        if os.path.isdir(args.out):
+            raise CLIError(f"--out {args.out!r} is a folder; give the JSON file to write")
         folder = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(folder):
             raise write_error(args.out, FileNotFoundError(2, "No such file or directory", folder))
