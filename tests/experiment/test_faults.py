@@ -299,8 +299,12 @@ def test_a_full_store_is_a_write_error_with_exit_3(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(Store, "put", put)
     argv = ["sweep", "--datasets", "digits", "--models", "mlp", "--seeds", "1", *TINY_ARGS]
     assert main([*argv, "--store", str(store), "--workers", "1", "--no-progress"]) == EXIT_WRITE
-    line = _one_line_error(capsys, "sweep")
+    captured = capsys.readouterr()
+    line = captured.err.strip().splitlines()[-1]
+    assert "Traceback" not in captured.err and line.startswith("labelsmooth sweep: error: ")
     assert "Cannot write the store" in line and "runs.sqlite" in line and "disk is full" in line
+    record = json.loads(captured.out.strip().splitlines()[-1])  # the finished run is handed over, not lost
+    assert record["status"] == "done" and record["config"]["dataset"] == "digits"
 
 
 def test_on_a_real_tiny_disk_every_output_fails_cleanly(tmp_path, capsys):

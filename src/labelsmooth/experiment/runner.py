@@ -17,6 +17,7 @@ sweep goes on; failed runs are retried only with ``retry_failed=True``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import sys
@@ -24,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+from labelsmooth.experiment.atomic import WriteError
 from labelsmooth.experiment.config import RunConfig
 from labelsmooth.experiment.store import Store, owner_id
 
@@ -309,7 +311,12 @@ def sweep(
                 for handle, record in executor.wait(in_flight, poll_s):
                     del in_flight[handle]
                     record["backend"] = backend
-                    store.put(record, owner=owner)
+                    try:
+                        store.put(record, owner=owner)
+                    except WriteError:  # a finished run the store cannot take: hand it over, then stop
+                        print(json.dumps(record, sort_keys=True))
+                        print("the run above could not be stored; it is printed instead", file=sys.stderr)
+                        raise
                     counts[record["status"]] += 1
                     _show(bar, record)
                     if on_result is not None:
