@@ -193,6 +193,12 @@ class Store:
                 "unable to open" not in str(exc) and "readonly" not in str(exc)
             ):
                 raise self._error(exc) from None
+        wal = self.path + "-wal"
+        if os.path.isfile(wal) and os.path.getsize(wal) > 0:  # immutable would silently skip its runs
+            raise StoreError(
+                f"Cannot read the store {self.path} read-only: its last writes are still in {wal}, which SQLite "
+                "can only merge where it may write; copy the store and its -wal file to a writable folder"
+            )
         return self._connect(uri + "?mode=ro&immutable=1", uri=True)
 
     def _error(self, exc: BaseException, what: str = "") -> StoreError:
