@@ -175,10 +175,18 @@ class _Heartbeat:
         self.thread.start()
 
     def _loop(self, store_path: str, owner: str, lease_s: float) -> None:
-        with Store(store_path) as store:
-            while not self.stop.wait(lease_s / 4):
-                with contextlib.suppress(Exception):  # a missed renewal only shortens the lease once
-                    store.renew(owner, lease_s)
+        store = None
+        while not self.stop.wait(lease_s / 4):
+            try:  # a missed renewal only shortens the lease once; the driver reports store faults itself
+                store = store or Store(store_path)
+                store.renew(owner, lease_s)
+            except Exception:
+                if store is not None:
+                    with contextlib.suppress(Exception):
+                        store.close()
+                store = None
+        if store is not None:
+            store.close()
 
     def close(self) -> None:
         self.stop.set()
