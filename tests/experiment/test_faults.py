@@ -195,6 +195,27 @@ def test_report_and_export_read_a_store_on_a_read_only_mount(tmp_path, capsys):
     assert (tmp_path / "r" / "report.md").is_file() and len((tmp_path / "o.csv").read_text().splitlines()) == 13
 
 
+def test_a_read_only_store_never_silently_drops_the_runs_in_its_wal_file(tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    live = Store(tmp_path / "live.sqlite")  # a writer that has not checkpointed: the runs sit in -wal
+    live._db.execute("PRAGMA wal_autocheckpoint = 0")
+    for r in report_runs()[:5]:
+        live.put(r)
+    assert (tmp_path / "live.sqlite-wal").stat().st_size > 0
+    shutil.copy(tmp_path / "live.sqlite", src / "runs.sqlite")
+    shutil.copy(tmp_path / "live.sqlite-wal", src / "runs.sqlite-wal")
+    live.close()
+    with readonly_folder(src, tmp_path / "ro") as ro:
+        try:
+            with Store(ro / "runs.sqlite", readonly=True) as s:
+                assert len(s.runs()) == 5  # read with its -wal, or ...
+        except StoreError as exc:  # ... refused with advice, never read without them
+            assert "runs.sqlite-wal" in str(exc) and "writable folder" in str(exc)
+
+
 def test_sweeping_into_a_read_only_store_is_a_write_error(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
