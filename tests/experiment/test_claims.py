@@ -109,6 +109,27 @@ def _done(stdout: str) -> int:
     return int(m.group(1))
 
 
+def _open_new(path, i):
+    with Store(path) as s:
+        s.put(_record(f"k{i}"))
+
+
+def test_sweeps_creating_one_new_store_at_the_same_moment_all_open_it(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for attempt in range(4):  # a process may see the file after another wrote its header but before it
+        path = str(tmp_path / f"new{attempt}.sqlite")  # created the tables: an empty store, not a foreign file
+        procs = [ctx.Process(target=_open_new, args=(path, i)) for i in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(600)
+        assert [p.exitcode for p in procs] == [0] * 8
+        with Store(path) as s:
+            assert sorted(s.status()) == [f"k{i}" for i in range(8)]
+
+
 @pytest.mark.slow
 def test_two_sweeps_on_one_store_split_the_runs_without_duplicates(tmp_path):
     store = tmp_path / "shared.sqlite"

@@ -154,8 +154,8 @@ class Store:
                 )
         if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
             self._db = self._connect(self.path)
-            try:
-                self._check_schema()  # before writing anything into a file that may not be a store
+            try:  # before writing anything into a file that may not be a store; a file with no tables yet
+                self._check_schema(allow_empty=True)  # is a store another sweep is creating right now
             finally:
                 self._db.close()
         self._db = self._connect(self.path)
@@ -220,8 +220,10 @@ class Store:
 
         return self._retry(read)
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, allow_empty: bool = False) -> None:
         tables = {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if allow_empty and not tables:
+            return
         if "runs" not in tables:
             raise StoreError(
                 f"Expected a labelsmooth store (an SQLite file with a `runs` table) at {self.path}, but it holds "
