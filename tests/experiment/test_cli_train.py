@@ -50,7 +50,7 @@ def test_bad_arguments_are_one_line(args, message, capsys):
 def test_missing_data_folder_in_a_subprocess_has_no_traceback(tmp_path):
     args = ("train", "--dataset", "cifar10", "--data-dir", str(tmp_path))
     cmd, env = cli(*args, XDG_CACHE_HOME=str(tmp_path), LABELSMOOTH_DATA="")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "No cifar10 batches" in proc.stderr

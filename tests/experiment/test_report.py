@@ -130,7 +130,7 @@ def _chromium_screenshot(chromium, page, shot, profile):
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
          f"--screenshot={shot}", "--window-size=1280,2400", "file://" + str(page)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert Path(shot).exists(), r.stderr[-2000:]
     console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]

@@ -13,13 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from labelsmooth.experiment.store import Store, export_csv
 
-    if not os.path.exists(args.store):
-        raise FileNotFoundError(f"no store at {args.store}")
-    with Store(args.store) as store:
-        n = export_csv(store.runs(), args.csv)
+    with Store(args.store, readonly=True) as store:  # StoreError if missing, corrupt or not a store
+        n = export_csv(store.runs(validate=True), args.csv)  # atomic: WriteError, no partial file
     print(f"wrote {n} runs to {args.csv}")
     return 0

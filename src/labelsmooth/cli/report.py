@@ -22,22 +22,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    from labelsmooth.cli import CLIError
     from labelsmooth.experiment.report import write_report
     from labelsmooth.experiment.store import Store
 
-    if not os.path.exists(args.store):
-        raise FileNotFoundError(f"no store at {args.store}")
-    with Store(args.store) as store:
-        runs, sweeps, predictions = store.runs(), store.sweeps(), store.predictions()
+    with Store(args.store, readonly=True) as store:  # StoreError if missing, corrupt or not a store
+        runs, sweeps, predictions = store.runs(validate=True), store.sweeps(), store.predictions()
     notes = None
     if args.notes:
-        with open(args.notes) as f:
-            notes = f.read()
-    result = write_report(
-        runs, sweeps, args.out, title=args.title, markdown_path=args.markdown, notes=notes, predictions=predictions
-    )
+        try:
+            with open(args.notes) as f:
+                notes = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"cannot read --notes {args.notes!r}: {exc}") from None
+    from labelsmooth.experiment.atomic import WriteError, write_error
+
+    try:
+        result = write_report(
+            runs, sweeps, args.out, title=args.title, markdown_path=args.markdown, notes=notes, predictions=predictions
+        )
+    except OSError as exc:  # e.g. the folder cannot be made; files themselves are written atomically
+        raise exc if isinstance(exc, WriteError) else write_error(exc.filename or args.out, exc) from exc
     for line in result["analysis"].verdicts.values():
         print(line)
     print(f"wrote {result['markdown']} and {result['html']}")

@@ -46,11 +46,16 @@ def run(args: argparse.Namespace) -> int:
     result = run_protocol(spec, store_path, args)
     wall = time.perf_counter() - start
     keys = {c.key() for c in result["configs"]}
-    with Store(store_path) as store:
-        runs = [r for r in store.runs() if r["key"] in keys]
+    with Store(store_path, readonly=True) as store:
+        runs = [r for r in store.runs(validate=True) if r["key"] in keys]
         sweeps = store.sweeps()
         predictions = store.predictions(keys)
-    report = write_report(runs, sweeps, out, title=f"labelsmooth reproduce ({kind})", predictions=predictions)
+    from labelsmooth.experiment.atomic import WriteError, write_error
+
+    try:
+        report = write_report(runs, sweeps, out, title=f"labelsmooth reproduce ({kind})", predictions=predictions)
+    except OSError as exc:  # the runs are safe in the store; only the report could not be written
+        raise exc if isinstance(exc, WriteError) else write_error(exc.filename or out, exc) from exc
     print()
     for line in report["analysis"].verdicts.values():
         print(line)

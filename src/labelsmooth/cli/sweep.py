@@ -17,11 +17,39 @@ docs/experiments.md); options given on the command line override it."""
 
 
 def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
+    """Comma-separated numbers, at least one (``,,`` or ``a`` is an error, not an empty list)."""
+    parts = [v.strip() for v in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, but got {text!r}")
+    out = []
+    for v in parts:
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated numbers, but got {v!r} in {text!r}"
+                if v
+                else f"expected comma-separated numbers, but got an empty item in {text!r}"
+            ) from None
+    return out
 
 
 def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+    """Comma-separated names, at least one."""
+    parts = [v.strip() for v in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, but got an empty item in {text!r}")
+    return parts
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, but got {value}")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--smoothings", type=_floats, help="ε values in --convention")
     p.add_argument("--convention", choices=("uniform", "others"), help="convention of --smoothings (default uniform)")
     p.add_argument("--betas", type=_floats, help="confidence-penalty β values")
-    p.add_argument("--seeds", type=int, help="number of seeds: 0..N-1 (default: 3)")
+    p.add_argument("--seeds", type=_positive, help="number of seeds: 0..N-1 (default: 3)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: 5)")
     p.add_argument("--batch-size", type=int, help="batch size (default: 128)")
     p.add_argument("--lr", type=float, help="learning rate, fixed (default: searched; see --search-lr)")
@@ -102,7 +130,7 @@ def protocol_from_args(spec: dict, args: argparse.Namespace, *, default_search: 
 def add_run_options(p: argparse.ArgumentParser, *, store_help: str, store_required: bool = False) -> None:
     """The options of every command that runs a grid into a store (``sweep``, ``reproduce``); see :func:`run_grid`."""
     p.add_argument("--store", required=store_required, help=store_help)
-    p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
+    p.add_argument("--workers", type=_positive, help="parallel runs (default: the number of cores)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute (default: local)")
     p.add_argument("--address", help="Ray cluster address (with --backend ray; default: a local instance)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
@@ -112,6 +140,7 @@ def add_run_options(p: argparse.ArgumentParser, *, store_help: str, store_requir
 
 def sweep_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`labelsmooth.experiment.runner.sweep` from :func:`add_run_options`."""
+    import os
     import shlex
     import sys
 
@@ -119,6 +148,8 @@ def sweep_options(args: argparse.Namespace) -> dict:
 
     if args.address and args.backend != "ray":
         raise CLIError("--address needs --backend ray")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise CLIError(f"--data-dir {args.data_dir!r} is not a folder")
     return {
         "workers": args.workers,
         "backend": args.backend,
@@ -126,6 +157,7 @@ def sweep_options(args: argparse.Namespace) -> dict:
         "retry_failed": args.retry_failed,
         "data_dir": args.data_dir,
         "progress": not args.no_progress,
+        "check_data_first": True,
         "command": "labelsmooth " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [args.command] else None,
     }
 

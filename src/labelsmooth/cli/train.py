@@ -148,6 +148,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import json
     import os
+    import sys
 
     from labelsmooth.cli import CLIError
 
@@ -156,10 +157,19 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--data-dir {args.data_dir!r} is not a folder")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, but got {args.threads}")
+    from labelsmooth.experiment.atomic import WriteError, atomic_write, write_error
     from labelsmooth.experiment.data import DataError
     from labelsmooth.experiment.models import ModelError
     from labelsmooth.experiment.train import TrainingDiverged, load_data, train
 
+    if args.out:  # a folder that cannot take the file is an error before training, not after
+        if os.path.isdir(args.out):
+            raise CLIError(f"--out {args.out!r} is a folder; give the JSON file to write")
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise write_error(args.out, FileNotFoundError(2, "No such file or directory", folder))
+        if not os.access(folder, os.W_OK):
+            raise write_error(args.out, PermissionError(13, "Permission denied", folder))
     try:
         if args.data is not None:
             from labelsmooth.experiment.user_data import describe_line, short_name
@@ -170,9 +180,15 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, ModelError, TrainingDiverged) as exc:
         raise CLIError(str(exc)) from None
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({k: v for k, v in record.items() if k != "predictions"}, f, indent=2)  # arrays: the store's
-            f.write("\n")
+        # the predictions arrays stay out of the JSON: the store keeps them
+        text = json.dumps({k: v for k, v in record.items() if k != "predictions"}, indent=2) + "\n"
+        try:
+            with atomic_write(args.out) as f:
+                f.write(text)
+        except WriteError:  # the run is finished: hand its record over on stdout rather than lose it
+            print(text, end="")
+            print("labelsmooth train: the record above could not be written to --out; it is not lost", file=sys.stderr)
+            raise
     m, t = record["metrics"], record["timings"]
     shown = args.data if args.data is not None else config.dataset
     print(

@@ -17,11 +17,14 @@ cifar100   the official "python version" batches        50,000 / 10,000  3×32×
 
 Inputs are scaled to [0, 1] and then standardised per channel with the training set's mean and standard
 deviation (MNIST-1D comes standardised already). ``train_size``/``test_size`` take a stratified subset
-(fixed seed, the same for every run) of the standard split. Files are looked for in ``data_dir``,
-``$LABELSMOOTH_DATA``, the user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``labelsmooth``)
-and, for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist``; each location may hold the files directly
-or in a sub-folder named after the data set (``fashion-mnist``, ``mnist``, ``cifar-10-batches-py``, ...).
-Broken files raise :class:`DataError` naming the file.
+(fixed seed, the same for every run) of the standard split. Files are looked for in ``data_dir`` if one is
+given, and only there (a folder the user names is used or refused, never replaced by another); otherwise
+in ``$LABELSMOOTH_DATA``, the user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``, then
+``labelsmooth``) and, for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist``. Each location may hold the
+files directly or in a sub-folder named after the data set (``fashion-mnist``, ``mnist``,
+``cifar-10-batches-py``, ...). Broken files raise :class:`DataError` naming the file (bad headers, test
+images of another size than the training images, labels outside [0, K)); missing ones
+:class:`DataNotFoundError`, saying where it looked and how to get them.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
 class DataError(ValueError):
     """A data file is missing, truncated or corrupt; the message names the file."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data set's files are not where they were looked for; the message says where and how to get them."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +136,13 @@ def cache_dir() -> Path:
 
 
 def search_dirs(data_dir: str | os.PathLike | None, *extra: str) -> list[Path]:
-    """The folders looked in, in order: ``data_dir``, ``$LABELSMOOTH_DATA``, the cache folder, ``extra``."""
-    dirs = [data_dir, os.environ.get("LABELSMOOTH_DATA"), cache_dir(), *extra]
+    """The folders looked in: ``data_dir`` alone when given (it must exist); otherwise, in order,
+    ``$LABELSMOOTH_DATA``, the cache folder and ``extra``."""
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise DataNotFoundError(f"Expected `data_dir` to be a folder, but {os.fspath(data_dir)!r} is not one")
+        return [Path(data_dir)]
+    dirs = [os.environ.get("LABELSMOOTH_DATA"), cache_dir(), *extra]
     return [Path(d) for d in dirs if d]
 
 
@@ -158,6 +170,10 @@ def load(
         x_tr, y_tr, x_te, y_te, classes, source = _mnist1d(train_size, test_size)
     else:
         x_tr, y_tr, x_te, y_te, classes, source = _LOADERS[name](data_dir)
+        if x_tr.shape[1:] != DATASETS[name].input_shape:
+            raise DataError(
+                f"Expected {name} images of shape {DATASETS[name].input_shape} in {source}, but got {x_tr.shape[1:]}"
+            )
         x_tr, y_tr = _subset(x_tr, y_tr, train_size, "train_size", name)
         x_te, y_te = _subset(x_te, y_te, test_size, "test_size", name)
         x_tr, x_te = _standardise(x_tr, x_te)
@@ -353,9 +369,13 @@ def _idx_split(files: dict[str, Path], num_classes: int):
             raise DataError(
                 f"{files[f'{split}_images']} holds {len(x)} images but {files[f'{split}_labels']} holds {len(y)} labels"
             )
-        if y.size and int(y.max()) >= num_classes:
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise DataError(f"Expected labels in [0, {num_classes}) in {files[f'{split}_labels']}, but got {bad}")
+        if split == "test" and x.shape[1:] != out[0].shape[2:]:
             raise DataError(
-                f"Expected labels in [0, {num_classes}) in {files[f'{split}_labels']}, but got {int(y.max())}"
+                f"Expected test images of the training images' size {out[0].shape[2:]} "
+                f"({files['train_images']}) in {files['test_images']}, but got {x.shape[1:]}"
             )
         out += [(x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64)]
     return out
@@ -369,13 +389,30 @@ def _idx_folder(name: str, data_dir, subfolders: tuple[str, ...], extra: tuple[s
             files = _find_idx(folder)
             if files is not None:
                 return files, folder, tried
+    if data_dir:  # the user named this folder: say what it lacks instead of looking elsewhere
+        for folder in map(Path, tried):
+            partial = _partial_idx(folder)
+            if partial:
+                raise DataNotFoundError(
+                    f"--data-dir {os.fspath(data_dir)!r}: {folder} holds {', '.join(partial[0])} but not "
+                    f"{', '.join(partial[1])} (each plain or .gz) of {name}"
+                )
     return None, None, tried
+
+
+def _partial_idx(folder: Path) -> tuple[list[str], list[str]] | None:
+    """(present, missing) IDX file names when ``folder`` holds some but not all four, else None."""
+    present, missing = [], []
+    for stem in IDX_FILES.values():
+        names = (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz")
+        (present if any((folder / n).is_file() for n in names) else missing).append(stem)
+    return (present, missing) if present and missing else None
 
 
 def _mnist(data_dir):
     files, folder, tried = _idx_folder("mnist", data_dir, ("mnist", "MNIST", "MNIST/raw"))
     if files is None:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"No MNIST IDX files ({', '.join(IDX_FILES.values())}, optionally .gz) in any of {tried}; "
             "put them in a folder and pass --data-dir (or set $LABELSMOOTH_DATA)"
         )
@@ -385,13 +422,19 @@ def _mnist(data_dir):
 def _fashion_mnist(data_dir):
     subfolders = ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw")
     files, folder, tried = _idx_folder("fashion-mnist", data_dir, subfolders, (DEBIAN_FASHION_MNIST,))
+    if files is None and data_dir:
+        raise DataNotFoundError(
+            f"No Fashion-MNIST IDX files ({', '.join(IDX_FILES.values())}, optionally .gz) in --data-dir "
+            f"{os.fspath(data_dir)!r} (looked in {tried}); put them there, or leave out --data-dir to use "
+            "the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
+        )
     if files is None:
         folder = cache_dir() / "fashion-mnist"
         url = os.environ.get("LABELSMOOTH_FASHION_MNIST_URL", FASHION_MNIST_URL)
         try:
             download_fashion_mnist(folder, url)
         except OSError as exc:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"No Fashion-MNIST IDX files in any of {tried}, and the download from {url} failed ({exc}). "
                 "Install the Debian package dataset-fashion-mnist "
                 "(apt-get install dataset-fashion-mnist), or "
@@ -488,7 +531,7 @@ def _cifar(data_dir, *, hundred: bool):
         break
     else:
         name = "cifar100" if hundred else "cifar10"
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"No {name} batches ({', '.join(names)}) in any of {tried}; download the CIFAR "
             f"'python version' from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it ({sub}/) "
             "and pass --data-dir"

@@ -41,6 +41,13 @@ SPEC_KEYS = {
     "test_size",
 }
 PER_DATASET = ("epochs", "train_size", "test_size", "batch_size", "lr", "augment")
+#: Keys whose values are lists (a single value is taken as a list of one).
+LIST_KEYS = {"datasets": str, "models": str, "gammas": float, "smoothings": float, "betas": float}
+
+
+class SpecError(ValueError):
+    """A sweep spec (options or a TOML file) that does not describe a grid; names the key, the rule and
+    the value received (and the file)."""
 
 
 def build_grid(spec: dict[str, Any]) -> list[RunConfig]:
@@ -53,20 +60,26 @@ def build_grid(spec: dict[str, Any]) -> list[RunConfig]:
     """
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
-        raise ValueError(f"Expected sweep keys among {sorted(SPEC_KEYS)}, but got unknown {unknown}")
+        raise SpecError(f"Expected sweep keys among {sorted(SPEC_KEYS)}, but got unknown {unknown}")
     datasets = _list(spec, "datasets")
     if not datasets:
-        raise ValueError("Expected at least one data set in `datasets`, but got none")
+        raise SpecError("Expected at least one data set in `datasets`, but got none")
     models = _list(spec, "models") or ["auto"]
-    seeds = spec.get("seeds", 3)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError(f"Expected `seeds` to be >= 1 (or a non-empty list), but got {spec.get('seeds')!r}")
+    seeds = _seeds(spec.get("seeds", 3))
     convention = spec.get("convention", "uniform")
+    if convention not in ("uniform", "others"):  # checked even when no `smoothings` use it
+        raise SpecError(f"Expected `convention` to be one of ['uniform', 'others'], but got {convention!r}")
+    for name in PER_DATASET:
+        if isinstance(spec.get(name), dict):
+            extra = sorted(set(spec[name]) - set(datasets))
+            if extra:
+                raise SpecError(
+                    f"Expected the keys of `{name}` to be data sets of the grid {datasets}, but got {extra}"
+                )
     settings: list[dict[str, Any]] = [{"loss": "ce"}]
-    settings += [{"loss": "ls", "gamma": float(g)} for g in _list(spec, "gammas")]
-    settings += [{"loss": "ls", "smoothing": float(e), "convention": convention} for e in _list(spec, "smoothings")]
-    settings += [{"loss": "cp", "beta": float(b)} for b in _list(spec, "betas")]
+    settings += [{"loss": "ls", "gamma": g} for g in _list(spec, "gammas")]
+    settings += [{"loss": "ls", "smoothing": e, "convention": convention} for e in _list(spec, "smoothings")]
+    settings += [{"loss": "cp", "beta": b} for b in _list(spec, "betas")]
     common = {k: spec[k] for k in ("optimizer", "weight_decay", "schedule") if k in spec}
     out: list[RunConfig] = []
     seen: set[str] = set()
@@ -89,20 +102,64 @@ def build_grid(spec: dict[str, Any]) -> list[RunConfig]:
 
 
 def read_toml(path: str) -> dict[str, Any]:
-    """A sweep spec from a TOML file (``tomllib``; ``tomli`` on Python 3.10)."""
+    """A sweep spec from a TOML file (``tomllib``; ``tomli`` on Python 3.10): the ``[sweep]`` table, or
+    the top level when there is none. Raises :class:`SpecError` naming the file for a missing or
+    malformed file, and for keys outside ``[sweep]`` when it has one (they would be ignored)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    return data.get("sweep", data)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SpecError(f"Cannot read the sweep config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"Expected TOML in the sweep config {path}, but it does not parse: {exc}") from None
+    if "sweep" not in data:
+        return data
+    outside = sorted(set(data) - {"sweep"})
+    if outside or not isinstance(data["sweep"], dict):
+        raise SpecError(
+            f"Expected every key of the sweep config {path} inside its [sweep] table, but got {outside} "
+            "outside it (they would be ignored): move them below [sweep]"
+        )
+    return data["sweep"]
 
 
 def _list(spec: dict[str, Any], name: str) -> list:
-    value = spec.get(name) or []
-    if isinstance(value, (str, int, float)):
+    value = spec.get(name)
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"Expected `{name}` to be a list, but got {value!r} ({type(value).__name__})")
+    kind = LIST_KEYS.get(name)
+    for v in value:
+        ok = isinstance(v, str) if kind is str else isinstance(v, (int, float)) and not isinstance(v, bool)
+        if kind is not None and not ok:
+            what = "names" if kind is str else "numbers"
+            raise SpecError(f"Expected `{name}` to be a list of {what}, but got {v!r} ({type(v).__name__})")
+    return [float(v) for v in value] if kind is float else list(value)
+
+
+def _seeds(value: object) -> list[int]:
+    """``N`` (seeds 0..N-1) or a list of distinct seeds, each an integer >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise SpecError(f"Expected `seeds` to be >= 1 (or a non-empty list of seeds), but got {value}")
+        return list(range(value))
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(
+            f"Expected `seeds` to be a number of seeds N (seeds 0..N-1) or a list of seeds, but got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if not value:
+        raise SpecError("Expected `seeds` to be >= 1 (or a non-empty list of seeds), but got []")
+    for s in value:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise SpecError(f"Expected every seed in `seeds` to be an integer >= 0, but got {s!r} ({type(s).__name__})")
     return list(value)
 
 

@@ -29,9 +29,14 @@ def _gamma_axes(ax, xlabel: str, ylabel: str, title: str, invert: bool = True) -
 
 def _save(fig, path: str) -> None:
     """Lay out, write the PNG and free the figure."""
+    from labelsmooth.experiment.atomic import atomic_path
+
     fig.tight_layout()
-    fig.savefig(path)
-    _plt().close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a full disk leaves no truncated PNG under the real name
+            fig.savefig(tmp)
+    finally:
+        _plt().close(fig)
 
 
 def _gamma_series(summary: dict, settings: dict, metric: str, param: str = "gamma"):

@@ -19,6 +19,7 @@ import os
 import re
 
 from labelsmooth.experiment import plots
+from labelsmooth.experiment.atomic import atomic_write
 from labelsmooth.experiment.stats import ALPHA, Analysis, analyse, mean_ci, setting_label
 
 TEST_NOTE = (
@@ -76,10 +77,10 @@ def write_report(
         figures[name] = _figures(name, a, runs, out_dir)
     md_path = markdown_path or os.path.join(out_dir, "report.md")
     md = _markdown(a, runs, sweeps, figures, title, os.path.dirname(os.path.abspath(md_path)), notes)
-    with open(md_path, "w") as f:
+    with atomic_write(md_path) as f:
         f.write(md)
     html_path = os.path.join(out_dir, "report.html")
-    with open(html_path, "w") as f:
+    with atomic_write(html_path) as f:
         f.write(_html(a, runs, sweeps, figures, title, out_dir))
     return {"markdown": md_path, "html": html_path, "analysis": a}
 
@@ -315,6 +316,18 @@ def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     return lines
 
 
+def _md(text: object) -> str:
+    r"""Text from the store or the command line, safe in Markdown: HTML escaped as report.html escapes it
+    (``<``, ``>``, ``&``), and ``|``, ``[``, ``]`` backslash-escaped so that it cannot end a table cell or
+    a link text. (Inside a code span the entities show as written; the text stays inert.)
+
+    Example:
+        >>> print(_md("<script>alert(1)</script> | x"))
+        &lt;script&gt;alert(1)&lt;/script&gt; \| x
+    """
+    return re.sub(r"([|\[\]])", r"\\\1", html.escape(str(text), quote=False))
+
+
 def _legacy_note(a: Analysis) -> str | None:
     if not a.legacy:
         return None
@@ -327,19 +340,19 @@ def _legacy_note(a: Analysis) -> str | None:
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+    return out + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows] + [""]
 
 
 def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
-    out = [f"# {title}", "", "## Verdicts", ""]
-    out += [f"- {v}" for v in a.verdicts.values()] or ["- no finished runs"]
+    out = [f"# {_md(title)}", "", "## Verdicts", ""]
+    out += [f"- {_md(v)}" for v in a.verdicts.values()] or ["- no finished runs"]
     out += ["", TEST_NOTE, "", PM_NOTE, ""]
     if _legacy_note(a):
         out += [f"**Note:** {_legacy_note(a)}", ""]
-    if notes:
+    if notes:  # the user's own Markdown, by design not escaped
         out += [notes.strip(), ""]
     for name in a.summary:
-        out += [f"## {name}", ""] + _setup(name, a) + [""]
+        out += [f"## {_md(name)}", ""] + _setup(name, a) + [""]
         out += _md_table(HEADER, _table_rows(name, a))
         if _wilcoxon_note(name, a):
             out += [_wilcoxon_note(name, a), ""]
@@ -349,10 +362,11 @@ def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
             out += _md_table(CAL_HEADER, cal)
         out += ["Hyperparameters selected on validation:", ""] + _md_table(CHOICE_HEADER, _choice_rows(name, a))
         out += [
-            f"![{name}: {caption}]({os.path.relpath(os.path.abspath(path), md_dir)})" for caption, path in figures[name]
+            f"![{_md(name)}: {_md(caption)}]({os.path.relpath(os.path.abspath(path), md_dir)})"
+            for caption, path in figures[name]
         ]
         out.append("")
-    out += ["## Provenance", ""] + [f"- {line}" for line in _provenance(runs, sweeps)]
+    out += ["## Provenance", ""] + [f"- {_md(line)}" for line in _provenance(runs, sweeps)]
     return "\n".join(out) + "\n"
 
 

@@ -27,19 +27,33 @@ is written in the same transaction as the run's row. Size per run: 2·K + 2 byte
 digits (270 validation + 450 test examples, K = 10) 15.8 kB, Fashion-MNIST (12,000 + 10,000) 484 kB.
 Stores written before it existed open normally; their runs simply have no predictions.
 
+Table ``claims`` holds the runs that sweeps are training now: ``key``, ``owner`` (``host:pid:random``, one
+per sweep) and ``expires`` (a UNIX time). A sweep claims a run before it starts it and renews its claims
+while it runs (:meth:`Store.claim`, :meth:`Store.renew`); storing the result deletes the claim in the same
+transaction. A claim whose lease has expired, or whose owner is a dead process on this machine, is free
+again, so several sweeps on one store split the work without duplicates, and nothing is lost when one of
+them is killed (even with SIGKILL).
+
 Every finished run is written in ONE transaction (an upsert on ``key``), so a process killed at any moment
 leaves either the old row or the new one, never half of one. Writers wait for each other
 (``busy_timeout``) and retry on ``database is locked``, so several sweeps can share a store.
+
+``Store(path, readonly=True)`` only reads: it opens the file read-only and changes nothing (no journal
+mode, no tables), so a store on a read-only mount can be reported and exported. A file that is not a
+store (corrupt, truncated, not SQLite, no ``runs`` table) raises :class:`StoreError` naming the file; a
+row that cannot be decoded raises it naming the file, the row's key and the column.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -78,11 +92,45 @@ CREATE TABLE IF NOT EXISTS predictions (
     labels BLOB NOT NULL,
     PRIMARY KEY (key, part)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
 JSON_COLUMNS = ("config", "metrics", "curves", "reliability", "timings", "versions", "machine", "extra")
 COLUMNS = ("key", "status", *JSON_COLUMNS[:4], "error", *JSON_COLUMNS[4:], "backend", "created", "finished")
 BUSY_TIMEOUT_MS = 60_000
 RETRIES = 20
+
+
+class StoreError(ValueError):
+    """A store file that cannot be read as a store, or a broken row in it; the message names the file
+    (and the row's key and column)."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def owner_id() -> str:
+    """A claim owner for this process: ``host:pid:random`` (the random part tells apart reused pids)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` is a process on this machine that no longer runs (its claims are free)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's sweep: only its lease can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists but is not ours (EPERM)
+        return False
+    return False
 
 
 class Store:
@@ -98,20 +146,110 @@ class Store:
         [('k1', 0.8)]
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False) -> None:
         self.path = os.fspath(path)
+        self.readonly = readonly
+        if readonly:
+            if not os.path.isfile(self.path):
+                raise StoreError(f"No store at {self.path} (no such file)")
+            self._db = self._connect_readonly()
+            self._check_schema()
+            return
         parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        for target in (parent, self.path):  # SQLite needs to write the file and its -wal/-shm next to it
+            if os.path.exists(target) and not os.access(target, os.W_OK):
+                import errno
+
+                readonly = os.statvfs(target).f_flag & os.ST_RDONLY
+                raise self._write_error(
+                    OSError(errno.EROFS if readonly else errno.EACCES, f"{target} cannot be written")
+                )
+        if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
+            self._db = self._connect(self.path)
+            try:  # before writing anything into a file that may not be a store; a file with no tables yet
+                self._check_schema(allow_empty=True)  # is a store another sweep is creating right now
+            finally:
+                self._db.close()
+        self._db = self._connect(self.path)
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self._transaction():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._tables = {"runs", "sweeps", "predictions", "claims"}
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise self._error(exc) from None
+
+    @staticmethod
+    def _connect(target: str, **kwargs) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self._transaction():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+        db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, **kwargs)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """Open read-only. A WAL store in a read-only folder without its -shm file cannot be opened with
+        ``mode=ro`` (SQLite needs to create -shm); then it is opened ``immutable`` (nobody can write there)."""
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        db = self._connect(uri + "?mode=ro", uri=True)
+        try:
+            db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+            return db
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if not isinstance(exc, sqlite3.OperationalError) or (
+                "unable to open" not in str(exc) and "readonly" not in str(exc)
+            ):
+                raise self._error(exc) from None
+        wal = self.path + "-wal"
+        if os.path.isfile(wal) and os.path.getsize(wal) > 0:  # immutable would silently skip its runs
+            raise StoreError(
+                f"Cannot read the store {self.path} read-only: its last writes are still in {wal}, which SQLite "
+                "can only merge where it may write; copy the store and its -wal file to a writable folder"
+            )
+        return self._connect(uri + "?mode=ro&immutable=1", uri=True)
+
+    def _error(self, exc: BaseException, what: str = "") -> StoreError:
+        return StoreError(
+            f"Cannot read the store {self.path}{what}: {exc} (a corrupt or truncated file, or not a "
+            "labelsmooth store; a store is the SQLite file `labelsmooth sweep --store` writes)"
+        )
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """Run a read, turning SQLite's errors on a broken file into a :class:`StoreError` naming it."""
+
+        def read():
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                    raise
+                raise self._error(exc) from None
+
+        return self._retry(read)
+
+    def _check_schema(self, allow_empty: bool = False) -> None:
+        tables = {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if allow_empty and not tables:
+            return
+        if "runs" not in tables:
+            raise StoreError(
+                f"Expected a labelsmooth store (an SQLite file with a `runs` table) at {self.path}, but it holds "
+                f"{'no tables' if not tables else 'the tables ' + ', '.join(sorted(tables))}"
+            )
+        columns = {r[1] for r in self._query("PRAGMA table_info(runs)")}
+        missing = [c for c in COLUMNS if c not in columns]
+        if missing:
+            raise StoreError(f"Expected the `runs` table of {self.path} to have the columns {missing}, but it has not")
+        self._tables = tables
 
     def close(self) -> None:
         self._db.close()
@@ -127,22 +265,47 @@ class Store:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:  # "database is locked" beyond busy_timeout
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == RETRIES - 1:
+                if not _is_busy(exc) or attempt == RETRIES - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    @contextmanager
+    def _write(self, fn):
+        """Run ``fn`` (a transaction) with retries; a full disk or a read-only file becomes a WriteError."""
+        if self.readonly:
+            raise StoreError(f"The store {self.path} was opened read-only")
+        try:
+            return self._retry(fn)
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "full" in text or "readonly" in text or "disk I/O" in text:
+                import errno
+
+                code = errno.ENOSPC if "full" in text else errno.EROFS if "readonly" in text else errno.EIO
+                raise self._write_error(OSError(code, text)) from None
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         self._retry(lambda: self._db.execute("BEGIN IMMEDIATE"))
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
-    def put(self, record: dict) -> None:
-        """Write one run (insert, or replace the row with the same key) in one transaction."""
+    def _write_error(self, exc: OSError):
+        from labelsmooth.experiment.atomic import write_error
+
+        return write_error(self.path, exc, f"the store {self.path}")
+
+    def put(self, record: dict, owner: str | None = None) -> None:
+        """Write one run (insert, or replace the row with the same key) in one transaction; with
+        ``owner``, release that owner's claim on the run in the same transaction."""
         if record.get("status") not in ("done", "failed"):
             raise ValueError(f"Expected `status` to be 'done' or 'failed', but got {record.get('status')!r}")
         row = dict(record)
@@ -167,8 +330,10 @@ class Store:
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         predictions,
                     )
+                if owner is not None:
+                    self._db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (row["key"], owner))
 
-        self._retry(write)
+        self._write(write)
 
     def predictions(self, keys: Iterable[str] | None = None) -> dict[str, dict[str, dict]]:
         """``{key: {part: {"logits": float16 (n, K), "labels": int64 (n,)}}}`` of the stored runs.
@@ -179,7 +344,9 @@ class Store:
 
         wanted = None if keys is None else set(keys)
         out: dict[str, dict[str, dict]] = {}
-        for key, part, rows, cols, logits, labels in self._db.execute(
+        if "predictions" not in getattr(self, "_tables", {"predictions"}):
+            return out  # a read-only store written before predictions were kept
+        for key, part, rows, cols, logits, labels in self._query(
             "SELECT key, part, rows, cols, logits, labels FROM predictions ORDER BY key, part"
         ):
             if wanted is not None and key not in wanted:
@@ -199,21 +366,54 @@ class Store:
 
     def status(self) -> dict[str, str]:
         """``{key: status}`` of every stored run."""
-        return {r[0]: r[1] for r in self._db.execute("SELECT key, status FROM runs")}
+        return {r[0]: r[1] for r in self._query("SELECT key, status FROM runs")}
 
-    def runs(self, status: str | None = None) -> list[dict]:
-        """Every stored run as a dict (JSON columns decoded), ordered by key."""
+    def runs(self, status: str | None = None, *, validate: bool = False) -> list[dict]:
+        """Every stored run as a dict (JSON columns decoded), ordered by key.
+
+        A row that cannot be decoded raises :class:`StoreError` naming the file, the row's key and the
+        column; with ``validate``, so does a config that :meth:`RunConfig.validate` refuses (e.g. an
+        unknown data set).
+        """
         sql, args = "SELECT * FROM runs", ()
         if status is not None:
             sql, args = sql + " WHERE status = ?", (status,)
         out = []
-        for r in self._db.execute(sql + " ORDER BY key", args):
+        for r in self._query(sql + " ORDER BY key", args):
             d = dict(r)
             for c in JSON_COLUMNS:
                 if d.get(c) is not None:
-                    d[c] = json.loads(d[c])
+                    try:
+                        d[c] = json.loads(d[c])
+                    except (TypeError, ValueError) as exc:
+                        raise self._row_error(d, c, f"is not valid JSON ({exc}): {str(d[c])[:60]!r}") from None
+            self._check_row(d, validate)
             out.append(d)
         return out
+
+    def _row_error(self, row: dict, column: str, problem: str) -> StoreError:
+        return StoreError(
+            f"Broken row in the store {self.path}: row key={row.get('key')!r}, column `{column}` {problem}"
+        )
+
+    def _check_row(self, d: dict, validate: bool) -> None:
+        if d["status"] not in ("done", "failed"):
+            raise self._row_error(d, "status", f"should be 'done' or 'failed', but is {d['status']!r}")
+        if not isinstance(d["config"], dict):
+            raise self._row_error(d, "config", f"should be a JSON object, but is {type(d['config']).__name__}")
+        if d["status"] == "done":
+            metrics = d.get("metrics")
+            if not isinstance(metrics, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
+            ):
+                raise self._row_error(d, "metrics", f"should be a JSON object of numbers, but is {metrics!r}"[:300])
+        if validate:
+            from labelsmooth.experiment.config import RunConfig
+
+            try:
+                RunConfig.from_dict(d["config"]).validate()
+            except (TypeError, ValueError) as exc:
+                raise self._row_error(d, "config", f"is not a valid run: {exc}") from None
 
     def start_sweep(self, command: str, backend: str, workers: int, runs: int, machine: dict) -> int:
         def write():
@@ -224,7 +424,7 @@ class Store:
                 )
             return cur.lastrowid
 
-        return self._retry(write)
+        return self._write(write)
 
     def finish_sweep(self, sweep_id: int) -> None:
         now = time.time()
@@ -235,15 +435,84 @@ class Store:
                     "UPDATE sweeps SET finished = ?, wall_s = ? - started WHERE id = ?", (now, now, sweep_id)
                 )
 
-        self._retry(write)
+        self._write(write)
 
     def sweeps(self) -> list[dict]:
+        """Every recorded sweep (none in a store written before the table existed)."""
+        if "sweeps" not in getattr(self, "_tables", {"sweeps"}):
+            return []
         out = []
-        for r in self._db.execute("SELECT * FROM sweeps ORDER BY id"):
+        for r in self._query("SELECT * FROM sweeps ORDER BY id"):
             d = dict(r)
-            d["machine"] = json.loads(d["machine"]) if d["machine"] else None
+            try:
+                d["machine"] = json.loads(d["machine"]) if d["machine"] else None
+            except ValueError as exc:
+                raise StoreError(
+                    f"Broken row in the store {self.path}: sweep id={d.get('id')}, column `machine` is not valid "
+                    f"JSON ({exc})"
+                ) from None
             out.append(d)
         return out
+
+    # --- claims: which sweep trains which run now ---------------------------------------------------
+
+    def claim(self, key: str, owner: str, lease_s: float, *, retry_before: float | None = None) -> str:
+        """Try to claim the run ``key`` for ``owner`` for ``lease_s`` seconds, in one transaction.
+
+        Returns ``"claimed"`` (run it), ``"stored"`` (it is in the store already: done, or failed and
+        not to be retried; with ``retry_before``, a failed run finished before that time is retried) or
+        ``"taken"`` (another live sweep holds an unexpired claim on it).
+        """
+
+        def attempt():
+            now = time.time()
+            with self._transaction():
+                row = self._db.execute("SELECT status, finished FROM runs WHERE key = ?", (key,)).fetchone()
+                if row is not None and (
+                    row["status"] == "done" or retry_before is None or (row["finished"] or 0) >= retry_before
+                ):
+                    return "stored"
+                held = self._db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if held is not None and held["owner"] != owner and held["expires"] > now:
+                    if not _owner_is_dead(held["owner"]):
+                        return "taken"
+                self._db.execute(
+                    "INSERT INTO claims (key, owner, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, expires = excluded.expires",
+                    (key, owner, now + lease_s),
+                )
+                return "claimed"
+
+        return self._write(attempt)
+
+    def renew(self, owner: str, lease_s: float) -> int:
+        """Extend every claim of ``owner`` to ``lease_s`` seconds from now; returns how many it holds."""
+
+        def write():
+            with self._transaction():
+                return self._db.execute(
+                    "UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + lease_s, owner)
+                ).rowcount
+
+        return self._write(write)
+
+    def release(self, owner: str, keys: Iterable[str] | None = None) -> None:
+        """Drop ``owner``'s claims (all of them, or those on ``keys``)."""
+
+        def write():
+            with self._transaction():
+                if keys is None:
+                    self._db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+                else:
+                    self._db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?", [(k, owner) for k in keys])
+
+        self._write(write)
+
+    def claims(self) -> dict[str, tuple[str, float]]:
+        """``{key: (owner, expires)}`` of every claim (expired ones included)."""
+        if "claims" not in getattr(self, "_tables", {"claims"}):
+            return {}
+        return {r[0]: (r[1], r[2]) for r in self._query("SELECT key, owner, expires FROM claims")}
 
 
 def _prediction_rows(key: str, predictions: dict | None) -> list[tuple]:
@@ -267,8 +536,14 @@ def _prediction_rows(key: str, predictions: dict | None) -> list[tuple]:
 
 
 def export_csv(runs: Iterable[dict], path: str | os.PathLike) -> int:
-    """Write runs as CSV (config fields and metrics flattened to columns); returns the number of rows."""
+    """Write runs as CSV (config fields and metrics flattened to columns); returns the number of rows.
+
+    The file is written atomically: a failure (e.g. a full disk) raises
+    :class:`~labelsmooth.experiment.atomic.WriteError` and leaves no partial file.
+    """
     import csv
+
+    from labelsmooth.experiment.atomic import atomic_write
 
     rows = []
     for r in runs:
@@ -281,7 +556,7 @@ def export_csv(runs: Iterable[dict], path: str | os.PathLike) -> int:
     fields: list[str] = []
     for row in rows:
         fields += [f for f in row if f not in fields]
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
