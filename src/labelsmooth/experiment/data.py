@@ -70,8 +70,24 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """A data set's files are not where they were looked for; the message says where and how to get them."""
 
 
+class Parts:
+    """What a data set's parts tell of it (for :class:`Dataset` and
+    :class:`labelsmooth.experiment.splits.Splits`): ``classes`` and ``x_train`` (N, *input_shape)."""
+
+    classes: tuple[str, ...]
+    x_train: Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(Parts):
     """Train/test tensors of one data set: inputs float32 (N, *input_shape), labels int64 (N,)."""
 
     name: str
@@ -83,14 +99,6 @@ class Dataset:
     source: str  # where the data came from (a folder, a file or a package)
     x_val: Tensor | None = None  # a given validation part (user data with val/ or x_val), else None
     y_val: Tensor | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
 
 
 @dataclass(frozen=True)

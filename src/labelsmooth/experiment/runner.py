@@ -35,6 +35,21 @@ from labelsmooth.experiment.store import Store, owner_id
 LEASE_S = 120.0
 
 
+def failed_record(config: RunConfig, exc: BaseException, created: float, backend: str | None = None) -> dict:
+    """The store record of a run whose training raised ``exc`` (call it in the ``except`` block): the
+    error and its traceback."""
+    return {
+        "key": config.key(),
+        "status": "failed",
+        "config": config.to_dict(),
+        "error": f"{type(exc).__name__}: {exc}",
+        "extra": {"traceback": traceback.format_exc(limit=10)},
+        "backend": backend,
+        "created": created,
+        "finished": time.time(),
+    }
+
+
 def run_one(config_dict: dict, threads: int | None = None, data_dir: str | None = None) -> dict:
     """Train one config and return the store record (``status`` done or failed). Never raises."""
     from labelsmooth.experiment.train import train
@@ -44,15 +59,7 @@ def run_one(config_dict: dict, threads: int | None = None, data_dir: str | None 
     try:
         result = train(config, data_dir=data_dir, progress=False, threads=threads)
     except Exception as exc:  # recorded, never raised: one failure must not stop the sweep
-        return {
-            "key": config.key(),
-            "status": "failed",
-            "config": config.to_dict(),
-            "error": f"{type(exc).__name__}: {exc}",
-            "extra": {"traceback": traceback.format_exc(limit=5)},
-            "created": created,
-            "finished": time.time(),
-        }
+        return failed_record(config, exc, created)
     return {
         "key": result["key"],
         "status": "done",

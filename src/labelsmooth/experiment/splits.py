@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from labelsmooth.experiment.data import Parts
+
 #: Seeds of the validation carve and of the train/test re-draw: ``VAL_SEED + split``, ``TEST_SEED + split``.
 VAL_SEED = 1000
 TEST_SEED = 2000
@@ -43,7 +45,7 @@ DEFAULT_VAL_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
-class Splits:
+class Splits(Parts):
     """The three parts as tensors, and where each example came from.
 
     ``*_index`` are positions in the *pool*: the data set's training rows, then its validation rows (if it
@@ -62,14 +64,6 @@ class Splits:
     test_index: np.ndarray
     classes: tuple[str, ...]
     source: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}

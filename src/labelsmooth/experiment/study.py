@@ -36,7 +36,6 @@ import json
 import re
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -283,16 +282,9 @@ def record_of(
 
 def failed_record(config: RunConfig, exc: BaseException, created: float) -> dict:
     """The store record of a run whose training raised: the error and its traceback."""
-    return {
-        "key": config.key(),
-        "status": "failed",
-        "config": config.to_dict(),
-        "error": f"{type(exc).__name__}: {exc}",
-        "extra": {"traceback": traceback.format_exc(limit=10)},
-        "backend": "study",
-        "created": created,
-        "finished": time.time(),
-    }
+    from labelsmooth.experiment.runner import failed_record as record
+
+    return record(config, exc, created, backend="study")
 
 
 def _data_info(dataset: data_module.Dataset) -> dict:
