@@ -99,14 +99,16 @@ def test_a_sweep_takes_over_a_run_whose_lease_expires(tmp_path):
 
 
 def _sweep_cmd(store, seeds=4):
-    args = "sweep --datasets digits --models mlp --gammas 0.9 --no-progress --workers 1".split()
+    # no search: seed 1 of each setting is its one tuning trial, the other seeds its final runs
+    args = "sweep --datasets digits --models mlp --gammas 0.9 --no-search --no-progress --workers 1".split()
     return cli(*args, "--seeds", str(seeds), *TINY_ARGS, "--store", str(store))
 
 
 def _done(stdout: str) -> int:
-    m = re.search(r"(\d+) done, (\d+) failed", stdout)
-    assert m, stdout
-    return int(m.group(1))
+    """Runs this sweep trained: its tuning trials plus its final runs."""
+    m = re.findall(r"(\d+) done, (\d+) failed", stdout)
+    assert len(m) == 2, stdout
+    return sum(int(done) for done, _ in m)
 
 
 def _open_new(path, i):

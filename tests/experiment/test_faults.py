@@ -412,7 +412,9 @@ def test_reproduce_checks_every_data_set_before_it_runs_anything(tmp_path, capsy
     monkeypatch.setenv("LABELSMOOTH_FASHION_MNIST_URL", "http://127.0.0.1:9/")  # discard port: refused
     monkeypatch.setattr(runner, "run_one", lambda *a, **k: pytest.fail("a run started before the data check"))
     store = tmp_path / "quick.sqlite"
-    code = main(["reproduce", "--store", str(store), "--out", str(tmp_path / "r"), "--workers", "1", "--no-progress"])
+    code = main(
+        ["reproduce", "--full", "--store", str(store), "--out", str(tmp_path / "r"), "--workers", "1", "--no-progress"]
+    )
     assert code == EXIT_USAGE
     line = _one_line_error(capsys, "reproduce")
     assert "nothing was run" in line and "fashion-mnist" in line and "apt-get install dataset-fashion-mnist" in line

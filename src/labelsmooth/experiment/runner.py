@@ -335,7 +335,7 @@ def sweep(
                     try:
                         store.put(record, owner=owner)
                     except WriteError:  # a finished run the store cannot take: hand it over, then stop
-                        print(json.dumps(record, sort_keys=True))
+                        print(json.dumps(record, sort_keys=True, default=_plain))  # predictions as lists
                         print("the run above could not be stored; it is printed instead", file=sys.stderr)
                         raise
                     counts[record["status"]] += 1
@@ -353,6 +353,14 @@ def sweep(
                 store.release(owner)
         store.finish_sweep(sweep_id)
     return counts
+
+
+def _plain(value):
+    """A record's arrays (float16 predictions) as JSON lists."""
+    tolist = getattr(value, "tolist", None)
+    if tolist is None:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return tolist()
 
 
 def _other_thread_counts(store: Store, configs: list[RunConfig], threads: int) -> int:
