@@ -67,6 +67,10 @@ _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 _NAME = re.compile(r"^(images|csv|parquet|npz):(.+)\?(.*)#([0-9a-f]{16})$")
 
 
+class MissingExtra(DataError, ImportError):
+    """An optional package this kind of data needs is not installed; the message says which extra."""
+
+
 def is_user_name(name: object) -> bool:
     """Whether ``name`` is a user data set's name (as :func:`register` returns), not a built-in one.
 
@@ -395,7 +399,7 @@ def _kind_of(path: Path) -> str:
     if path.is_dir():
         return "images"
     if not path.exists():
-        raise FileNotFoundError(f"No file or folder at {path}")
+        raise DataError(f"No file or folder at {path}")
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         return TABLE_SUFFIXES[suffix]
@@ -519,7 +523,7 @@ def _read_images(root: Path, opts: _Options) -> _Raw:
     try:
         from PIL import Image
     except ImportError as exc:  # matplotlib brings Pillow; name it anyway
-        raise ImportError("Image folders need Pillow: pip install 'labelsmooth[harness]'") from exc
+        raise MissingExtra("Image folders need Pillow: pip install 'labelsmooth[harness]'") from exc
     subs = _subfolders(root)
     aliases = {a: split for split, names in SPLIT_FOLDERS.items() for a in names}
     split_dirs = {aliases[p.name.lower()]: p for p in subs if p.name.lower() in aliases}
@@ -612,7 +616,7 @@ def _pandas():
     try:
         import pandas as pd
     except ImportError as exc:
-        raise ImportError("Tables (CSV, Parquet) need pandas: pip install 'labelsmooth[tables]'") from exc
+        raise MissingExtra("Tables (CSV, Parquet) need pandas: pip install 'labelsmooth[tables]'") from exc
     return pd
 
 
@@ -625,7 +629,7 @@ def _read_table(path: Path, kind: str, opts: _Options) -> _Raw:
             try:
                 import pyarrow  # noqa: F401
             except ImportError as exc:
-                raise ImportError("Parquet tables need pyarrow: pip install 'labelsmooth[tables]'") from exc
+                raise MissingExtra("Parquet tables need pyarrow: pip install 'labelsmooth[tables]'") from exc
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
