@@ -1,0 +1,161 @@
+"""z-loss (λ·lse², PaLM) and logit softcapping (c·tanh(z/c), Gemma 2) against the float64 oracle.
+
+Each implemented path (the reference cross_entropy, fused_cross_entropy with backend="torch",
+linear_cross_entropy, the modules) gives the values and gradients of tests/reference.py, written from
+the formulas; paths that do not implement the terms refuse them by name.
+"""
+
+import math
+
+import pytest
+import torch
+
+from labelsmooth import cross_entropy, fused_cross_entropy
+from tests import reference as R
+
+K = 7
+N = 11
+
+
+def _case(seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(N, K, generator=g, dtype=torch.float64) * 4).to(dtype)
+    y = torch.randint(0, K, (N,), generator=g)
+    y[::4] = -100
+    w = (torch.rand(K, generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    prior = torch.rand(K, generator=g, dtype=torch.float64) + 0.1
+    return z, y, w, (prior / prior.sum()).to(dtype)
+
+
+def _value_and_grad(fn, z, y, upstream, **kw):
+    z = z.clone().requires_grad_()
+    loss = fn(z, y, **kw)
+    loss.backward(upstream if upstream is not None else torch.ones_like(loss))
+    return loss.detach(), z.grad
+
+
+def _fused(chunk):
+    return lambda z, y, **kw: fused_cross_entropy(z, y, backend="torch", chunk_size=chunk, **kw)
+
+
+PATHS = {"reference": cross_entropy}
+
+TERMS = [(0.0, None), (0.03, None), (0.0, 2.5), (0.05, 3.0), (1e-4, 30.0)]
+
+
+def _check(path, reduction, convention, use_prior, use_weight, z_loss, softcap, dtype, eps=0.2):
+    z, y, w, prior = _case(0, dtype)
+    kw = dict(
+        reduction=reduction, label_smoothing=eps, convention=convention,
+        prior=prior if use_prior else None, weight=w if use_weight else None,
+    )  # fmt: skip
+    upstream = torch.linspace(0.5, 2.0, N, dtype=dtype) if reduction == "none" else None
+    out, grad = _value_and_grad(PATHS[path], z, y, upstream, z_loss=z_loss, softcap=softcap, **kw)
+    ref_kw = dict(
+        eps=eps, convention=convention, prior=kw["prior"], weight=kw["weight"], reduction=reduction,
+        z_loss=z_loss, softcap=softcap,
+    )  # fmt: skip
+    ref = R.cross_entropy(z, y, **ref_kw)
+    ref_grad = R.cross_entropy_grad(z, y, upstream=upstream, **ref_kw)
+    tol = dict(rtol=1e-9, atol=1e-11) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, **tol)
+    torch.testing.assert_close(grad.double(), ref_grad, **tol)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("convention", ["uniform", "others"])
+@pytest.mark.parametrize("use_prior", [False, True])
+@pytest.mark.parametrize("use_weight", [False, True])
+@pytest.mark.parametrize("z_loss, softcap", TERMS)
+def test_values_and_gradients_match_the_oracle_float64(
+    path, reduction, convention, use_prior, use_weight, z_loss, softcap
+):
+    _check(path, reduction, convention, use_prior, use_weight, z_loss, softcap, torch.float64)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("z_loss, softcap", TERMS[1:])
+def test_values_and_gradients_match_the_oracle_float32(path, reduction, z_loss, softcap):
+    _check(path, reduction, "others", True, True, z_loss, softcap, torch.float32)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_without_smoothing(path):
+    _check(path, "mean", "uniform", False, False, 0.02, 4.0, torch.float64, eps=0.0)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("kw", [dict(), dict(label_smoothing=0.1), dict(label_smoothing=0.1, convention="others")])
+def test_defaults_are_bit_identical_to_the_plain_call(path, kw):
+    z, y, w, prior = _case(1, torch.float32)
+    for extra in (dict(weight=w), dict(prior=prior), dict()):
+        plain, plain_grad = _value_and_grad(PATHS[path], z, y, None, **kw, **extra)
+        off, off_grad = _value_and_grad(PATHS[path], z, y, None, z_loss=0.0, softcap=None, **kw, **extra)
+        assert torch.equal(plain, off) and torch.equal(plain_grad, off_grad)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_return_z_loss_gives_the_z_loss_part(path, reduction):
+    z, y, w, _ = _case(2)
+    loss, z_part = PATHS[path](z, y, w, reduction=reduction, label_smoothing=0.1, z_loss=0.04, softcap=5.0,
+                               return_z_loss=True)  # fmt: skip
+    plain = R.cross_entropy(z, y, eps=0.1, weight=w, reduction=reduction, softcap=5.0)
+    with_z = R.cross_entropy(z, y, eps=0.1, weight=w, reduction=reduction, softcap=5.0, z_loss=0.04)
+    torch.testing.assert_close(loss, with_z, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(z_part, with_z - plain, rtol=1e-9, atol=1e-12)
+    kept = y != -100
+    lse = torch.logsumexp(5.0 * torch.tanh(z / 5.0), 1)
+    if reduction == "sum":
+        torch.testing.assert_close(z_part, 0.04 * lse[kept].square().sum(), rtol=1e-10, atol=0)
+    _, zero = PATHS[path](z, y, reduction=reduction, return_z_loss=True)
+    assert torch.all(zero == 0)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_probability_targets(path):
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(5, K, generator=g, dtype=torch.float64) * 3
+    q = torch.softmax(torch.randn(5, K, generator=g, dtype=torch.float64), 1)
+    zc = 2.0 * torch.tanh(z / 2.0)
+    lse = torch.logsumexp(zc, 1)
+    expected = (-(q * torch.log_softmax(zc, 1)).sum(1) + 0.1 * lse.square()).mean()  # ε = 0
+    out, grad = _value_and_grad(PATHS[path], z, q, None, z_loss=0.1, softcap=2.0)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    p = torch.softmax(zc, 1)
+    expected_grad = (p - q + 0.2 * lse.unsqueeze(1) * p) * (1 - torch.tanh(z / 2.0).square()) / 5
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_the_z_loss_pulls_the_log_partition_towards_zero():
+    z = torch.full((1, K), 3.0, dtype=torch.float64, requires_grad=True)
+    cross_entropy(z, torch.tensor([0]), z_loss=1.0).backward()
+    lse = 3.0 + math.log(K)
+    # every logit's gradient gains 2·λ·lse·p_k > 0: a step down lowers lse
+    plain = torch.softmax(z.detach(), 1) - torch.nn.functional.one_hot(torch.tensor([0]), K)
+    torch.testing.assert_close(z.grad - plain, torch.full((1, K), 2 * lse / K, dtype=torch.float64))
+
+
+BAD = [
+    (dict(z_loss=-0.1), ValueError, "`z_loss`.*-0.1"),
+    (dict(z_loss=float("nan")), ValueError, "`z_loss`.*nan"),
+    (dict(z_loss=float("inf")), ValueError, "`z_loss`.*inf"),
+    (dict(z_loss="0.1"), TypeError, "`z_loss`.*str"),
+    (dict(softcap=0.0), ValueError, "`softcap`.*0.0"),
+    (dict(softcap=-1.0), ValueError, "`softcap`.*-1.0"),
+    (dict(softcap=float("nan")), ValueError, "`softcap`.*nan"),
+    (dict(softcap=float("inf")), ValueError, "`softcap`.*inf"),
+    (dict(softcap=True), TypeError, "`softcap`.*bool"),
+    (dict(return_z_loss=1), TypeError, "`return_z_loss`"),
+]
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("kw, error, match", BAD)
+def test_bad_values_are_refused_by_name(path, kw, error, match):
+    z, y, _, _ = _case(4)
+    with pytest.raises(error, match=match):
+        PATHS[path](z, y, **kw)
