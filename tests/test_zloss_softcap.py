@@ -38,7 +38,7 @@ def _fused(chunk):
     return lambda z, y, **kw: fused_cross_entropy(z, y, backend="torch", chunk_size=chunk, **kw)
 
 
-PATHS = {"reference": cross_entropy}
+PATHS = {"reference": cross_entropy, "fused": _fused(None), "fused-chunk3": _fused(3)}
 
 TERMS = [(0.0, None), (0.03, None), (0.0, 2.5), (0.05, 3.0), (1e-4, 30.0)]
 
@@ -101,7 +101,7 @@ def test_defaults_are_bit_identical_to_the_plain_call(path, kw):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_return_z_loss_gives_the_z_loss_part(path, reduction):
     z, y, w, _ = _case(2)
-    loss, z_part = PATHS[path](z, y, w, reduction=reduction, label_smoothing=0.1, z_loss=0.04, softcap=5.0,
+    loss, z_part = PATHS[path](z, y, weight=w, reduction=reduction, label_smoothing=0.1, z_loss=0.04, softcap=5.0,
                                return_z_loss=True)  # fmt: skip
     plain = R.cross_entropy(z, y, eps=0.1, weight=w, reduction=reduction, softcap=5.0)
     with_z = R.cross_entropy(z, y, eps=0.1, weight=w, reduction=reduction, softcap=5.0, z_loss=0.04)
@@ -159,3 +159,45 @@ def test_bad_values_are_refused_by_name(path, kw, error, match):
     z, y, _, _ = _case(4)
     with pytest.raises(error, match=match):
         PATHS[path](z, y, **kw)
+
+
+@pytest.mark.parametrize("z_loss, softcap", TERMS[1:])
+def test_fused_in_place_and_without_gradient(z_loss, softcap):
+    z, y, w, prior = _case(5)
+    kw = dict(weight=w, prior=prior, label_smoothing=0.1, z_loss=z_loss, softcap=softcap)
+    ref = R.cross_entropy(z, y, eps=0.1, weight=w, prior=prior, z_loss=z_loss, softcap=softcap)
+    ref_grad = R.cross_entropy_grad(z, y, eps=0.1, weight=w, prior=prior, z_loss=z_loss, softcap=softcap)
+    leaf = z.clone().requires_grad_()
+    activation = leaf * 1.0
+    loss = fused_cross_entropy(activation, y, inplace=True, chunk_size=4, **kw)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, ref_grad, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(fused_cross_entropy(z, y, chunk_size=4, **kw), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_half_inputs_are_computed_in_float32(dtype):
+    z, y, w, _ = _case(6)
+    z = z.to(dtype)
+    out, grad = _value_and_grad(_fused(3), z, y, None, weight=w, label_smoothing=0.1, z_loss=0.02, softcap=4.0)
+    ref = R.cross_entropy(z, y, eps=0.1, weight=w, z_loss=0.02, softcap=4.0)
+    ref_grad = R.cross_entropy_grad(z, y, eps=0.1, weight=w, z_loss=0.02, softcap=4.0)
+    assert out.dtype == dtype and grad.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=2e-2, atol=2e-3)
+
+
+def test_fused_auto_takes_the_torch_backend_for_the_new_terms():
+    z, y, _, _ = _case(7)
+    auto = fused_cross_entropy(z, y, z_loss=0.1, softcap=3.0)
+    torch.testing.assert_close(auto, fused_cross_entropy(z, y, z_loss=0.1, softcap=3.0, backend="torch"))
+
+
+@pytest.mark.parametrize("backend", ["triton", "compiled"])
+@pytest.mark.parametrize("kw, name", [(dict(z_loss=0.1), "z_loss"), (dict(softcap=30.0), "softcap")])
+def test_fused_backends_without_the_terms_refuse_them(backend, kw, name):
+    z, y, _, _ = _case(8)
+    with pytest.raises(ValueError, match=f"`{name}` is not supported by backend='{backend}' yet"):
+        fused_cross_entropy(z, y, backend=backend, **kw)
