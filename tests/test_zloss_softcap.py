@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+import labelsmooth
 from labelsmooth import cross_entropy, fused_cross_entropy
 from tests import reference as R
 
@@ -201,3 +202,80 @@ def test_fused_backends_without_the_terms_refuse_them(backend, kw, name):
     z, y, _, _ = _case(8)
     with pytest.raises(ValueError, match=f"`{name}` is not supported by backend='{backend}' yet"):
         fused_cross_entropy(z, y, backend=backend, **kw)
+
+
+def _head(seed, dtype, D=5):
+    g = torch.Generator().manual_seed(seed)
+    h = (torch.randn(N, D, generator=g, dtype=torch.float64)).to(dtype)
+    W = (torch.randn(K, D, generator=g, dtype=torch.float64) * 1.5).to(dtype)
+    bias = (torch.randn(K, generator=g, dtype=torch.float64)).to(dtype)
+    return h, W, bias
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("convention", ["uniform", "others"])
+@pytest.mark.parametrize("use_prior, use_weight", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("z_loss, softcap", TERMS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_linear_head_matches_the_oracle(reduction, convention, use_prior, use_weight, z_loss, softcap, dtype):
+    _, y, w, prior = _case(9, dtype)
+    h, W, bias = _head(9, dtype)
+    kw = dict(
+        reduction=reduction, label_smoothing=0.2, convention=convention,
+        prior=prior if use_prior else None, weight=w if use_weight else None,
+    )  # fmt: skip
+    upstream = torch.linspace(0.5, 2.0, N, dtype=dtype) if reduction == "none" else None
+    params = [t.clone().requires_grad_() for t in (h, W, bias)]
+    loss = labelsmooth.linear_cross_entropy(
+        params[0], params[1], y, linear_bias=params[2], chunk_size=4, z_loss=z_loss, softcap=softcap, **kw
+    )
+    loss.backward(upstream if upstream is not None else torch.ones_like(loss))
+    z = h.double() @ W.double().T + bias.double()
+    ref_kw = dict(
+        eps=0.2, convention=convention, prior=kw["prior"], weight=kw["weight"], reduction=reduction,
+        z_loss=z_loss, softcap=softcap,
+    )  # fmt: skip
+    G = R.cross_entropy_grad(z, y, upstream=upstream, **ref_kw)
+    tol = dict(rtol=1e-9, atol=1e-11) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    assert loss.dtype == dtype
+    torch.testing.assert_close(loss.detach().double(), R.cross_entropy(z, y, **ref_kw), **tol)
+    torch.testing.assert_close(params[0].grad.double(), G @ W.double(), **tol)
+    torch.testing.assert_close(params[1].grad.double(), G.T @ h.double(), **tol)
+    torch.testing.assert_close(params[2].grad.double(), G.sum(0), **tol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_head_return_z_loss(reduction):
+    _, y, w, _ = _case(10)
+    h, W, bias = _head(10, torch.float64)
+    loss, z_part = labelsmooth.linear_cross_entropy(
+        h, W, y, linear_bias=bias, weight=w, reduction=reduction, label_smoothing=0.1, z_loss=0.03, softcap=6.0,
+        return_z_loss=True, chunk_size=3,
+    )  # fmt: skip
+    z = h @ W.T + bias
+    plain = R.cross_entropy(z, y, eps=0.1, weight=w, reduction=reduction, softcap=6.0)
+    with_z = R.cross_entropy(z, y, eps=0.1, weight=w, reduction=reduction, softcap=6.0, z_loss=0.03)
+    torch.testing.assert_close(loss, with_z, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(z_part, with_z - plain, rtol=1e-9, atol=1e-12)
+
+
+def test_linear_head_defaults_are_bit_identical():
+    _, y, w, prior = _case(11, torch.float32)
+    h, W, bias = _head(11, torch.float32)
+    results = []
+    for extra in (dict(), dict(z_loss=0.0, softcap=None)):
+        params = [t.clone().requires_grad_() for t in (h, W, bias)]
+        loss = labelsmooth.linear_cross_entropy(
+            params[0], params[1], y, linear_bias=params[2], weight=w, prior=prior, label_smoothing=0.1, **extra
+        )
+        loss.backward()
+        results.append([loss.detach()] + [p.grad for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+@pytest.mark.parametrize("kw, error, match", BAD)
+def test_linear_head_bad_values_are_refused_by_name(kw, error, match):
+    _, y, _, _ = _case(12)
+    h, W, _ = _head(12, torch.float64)
+    with pytest.raises(error, match=match):
+        labelsmooth.linear_cross_entropy(h, W, y, **kw)
