@@ -279,3 +279,44 @@ def test_linear_head_bad_values_are_refused_by_name(kw, error, match):
     h, W, _ = _head(12, torch.float64)
     with pytest.raises(error, match=match):
         labelsmooth.linear_cross_entropy(h, W, y, **kw)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_modules_take_and_pass_the_terms(reduction):
+    z, y, w, prior = _case(13)
+    kw = dict(weight=w, reduction=reduction, label_smoothing=0.1, prior=prior, z_loss=0.02, softcap=4.0)
+    module = labelsmooth.CrossEntropyLoss(**kw)
+    assert "z_loss=0.02" in repr(module) and "softcap=4.0" in repr(module)
+    ref_kw = dict(eps=0.1, weight=w, prior=prior, reduction=reduction, z_loss=0.02, softcap=4.0)
+    torch.testing.assert_close(module(z, y), R.cross_entropy(z, y, **ref_kw), rtol=1e-10, atol=1e-12)
+    loss, z_part = labelsmooth.CrossEntropyLoss(**kw, return_z_loss=True)(z, y)
+    torch.testing.assert_close(
+        z_part, R.cross_entropy(z, y, **ref_kw) - R.cross_entropy(z, y, **{**ref_kw, "z_loss": 0.0})
+    )
+    h, W, bias = _head(13, torch.float64)
+    head = labelsmooth.LinearCrossEntropyLoss(**kw, chunk_size=3)
+    ref = R.cross_entropy(h @ W.T + bias, y, **ref_kw)
+    torch.testing.assert_close(head(h, W, y, bias), ref, rtol=1e-10, atol=1e-12)
+    loss, z_part = labelsmooth.LinearCrossEntropyLoss(**kw, return_z_loss=True)(h, W, y, bias)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("module", [labelsmooth.CrossEntropyLoss, labelsmooth.LinearCrossEntropyLoss])
+@pytest.mark.parametrize("kw, error, match", BAD)
+def test_modules_refuse_bad_values_at_construction(module, kw, error, match):
+    with pytest.raises(error, match=match):
+        module(**kw)
+
+
+@pytest.mark.parametrize("kw, name", [(dict(z_loss=0.1), "z_loss"), (dict(softcap=30.0), "softcap")])
+def test_vocab_parallel_losses_refuse_the_terms(kw, name):
+    from labelsmooth.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+    z, y, _, _ = _case(14)
+    h, W, _ = _head(14, torch.float64)
+    with pytest.raises(ValueError, match=f"`{name}` is not supported by the vocab-parallel losses yet"):
+        vocab_parallel_cross_entropy(z, y, **kw)
+    with pytest.raises(ValueError, match=f"`{name}` is not supported by the vocab-parallel losses yet"):
+        vocab_parallel_linear_cross_entropy(h, W, y, **kw)
+    with pytest.raises(ValueError, match="`z_loss`"):
+        vocab_parallel_cross_entropy(z, y, z_loss=-1.0)
