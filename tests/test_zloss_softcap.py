@@ -320,3 +320,25 @@ def test_vocab_parallel_losses_refuse_the_terms(kw, name):
         vocab_parallel_linear_cross_entropy(h, W, y, **kw)
     with pytest.raises(ValueError, match="`z_loss`"):
         vocab_parallel_cross_entropy(z, y, z_loss=-1.0)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_spatial_inputs_match_the_flattened_oracle(path):
+    g = torch.Generator().manual_seed(15)
+    z = torch.randn(3, K, 4, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, K, (3, 4), generator=g)
+    y[0, 0] = -100
+    out, grad = _value_and_grad(PATHS[path], z, y, None, label_smoothing=0.1, z_loss=0.05, softcap=2.0)
+    flat_z, flat_y = z.movedim(1, -1).reshape(-1, K), y.reshape(-1)
+    kw = dict(eps=0.1, z_loss=0.05, softcap=2.0)
+    torch.testing.assert_close(out, R.cross_entropy(flat_z, flat_y, **kw), rtol=1e-10, atol=1e-12)
+    ref_grad = R.cross_entropy_grad(flat_z, flat_y, **kw).reshape(3, 4, K).movedim(-1, 1)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_mean_over_only_ignored_targets_is_nan_with_zero_gradient(path):
+    z, _, _, _ = _case(16)
+    y = torch.full((N,), -100)
+    out, grad = _value_and_grad(PATHS[path], z, y, None, z_loss=0.1, softcap=3.0)
+    assert torch.isnan(out) and torch.all(grad == 0)

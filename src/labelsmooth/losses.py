@@ -109,6 +109,10 @@ def cross_entropy(
         >>> torch.allclose(labelsmooth.cross_entropy(z, y, label_smoothing=0.1, convention="others"),
         ...                F.cross_entropy(z, y, label_smoothing=0.15))
         True
+        >>> # z-loss and softcapping (docs/theory.md §9); the loss includes the z-loss part returned
+        >>> loss, z_part = labelsmooth.cross_entropy(z, y, z_loss=1e-4, softcap=30.0, return_z_loss=True)
+        >>> torch.allclose(z_part, 1e-4 * torch.logsumexp(30.0 * torch.tanh(z / 30.0), 1).square().mean())
+        True
     """
     # On a CPU, torch's own kernel checks the class indices as it reads them; the range check is then left
     # to it (one reduction and a host sync fewer per call) and its IndexError replaced by ours.
