@@ -20,6 +20,15 @@ def soft_target_row(y: int, K: int, eps: float, convention: str, prior: list[flo
     return [1.0 - eps if k == y else eps * pi[k] / rest for k in range(K)]
 
 
+def cap(v: float, softcap: float | None) -> float:
+    return v if softcap is None else softcap * math.tanh(v / softcap)
+
+
+def logsumexp_row(z: list[float]) -> float:
+    m = max(z)
+    return m + math.log(sum(math.exp(v - m) for v in z))
+
+
 def log_softmax_row(z: list[float]) -> list[float]:
     m = max(z)
     lse = m + math.log(sum(math.exp(v - m) for v in z))
@@ -36,10 +45,16 @@ def cross_entropy(
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """Reference loss for (N, K) logits and (N,) class indices, in plain Python floats."""
+    """Reference loss for (N, K) logits and (N,) class indices, in plain Python floats.
+
+    With ``softcap`` c every logit is first replaced by c·tanh(z/c); with ``z_loss`` λ each kept row adds
+    λ·lse(z)² (of the capped logits), and the mean keeps the loss's denominator.
+    """
     N, K = logits.shape
-    z = logits.double().tolist()
+    z = [[cap(v, softcap) for v in row] for row in logits.double().tolist()]
     ys = target.tolist()
     pi = None if prior is None else prior.double().tolist()
     w = [1.0] * K if weight is None else weight.double().tolist()
@@ -50,7 +65,7 @@ def cross_entropy(
             continue
         q = soft_target_row(ys[i], K, eps, convention, pi)
         logp = log_softmax_row(z[i])
-        rows.append(-sum(w[k] * q[k] * logp[k] for k in range(K)))
+        rows.append(-sum(w[k] * q[k] * logp[k] for k in range(K)) + z_loss * logsumexp_row(z[i]) ** 2)
         denominator += w[ys[i]]
     out = torch.tensor(rows, dtype=torch.float64)
     if reduction == "none":
@@ -58,6 +73,56 @@ def cross_entropy(
     if reduction == "sum":
         return out.sum()
     return out.sum() / denominator if denominator else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+def cross_entropy_grad(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    eps: float = 0.0,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    upstream: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The gradient of :func:`cross_entropy` w.r.t. the (N, K) logits, derived by hand.
+
+    With x = cap(z), p = softmax(x) and L = lse(x), row i's loss −Σ_k w_k q_k (x_k − L) + λ L² has
+    ∂/∂x_k = (Σ_j w_j q_j) p_k − w_k q_k + 2λ L p_k, and ∂x_k/∂z_k = 1 − tanh²(z_k/c). Rows are scaled
+    by ``upstream`` (reduction "none"), 1 ("sum") or 1/denominator ("mean"; 0 when it is 0).
+    """
+    N, K = logits.shape
+    raw = logits.double().tolist()
+    ys = target.tolist()
+    pi = None if prior is None else prior.double().tolist()
+    w = [1.0] * K if weight is None else weight.double().tolist()
+    up = [1.0] * N if upstream is None else upstream.double().reshape(-1).tolist()
+    denominator = sum(w[y] for y in ys if y != ignore_index)
+    grads = []
+    for i in range(N):
+        if ys[i] == ignore_index:
+            grads.append([0.0] * K)
+            continue
+        x = [cap(v, softcap) for v in raw[i]]
+        L = logsumexp_row(x)
+        p = [math.exp(v - L) for v in x]
+        q = soft_target_row(ys[i], K, eps, convention, pi)
+        mass = sum(w[k] * q[k] for k in range(K))
+        scale = up[i] if reduction == "none" else 1.0
+        if reduction == "mean":
+            scale = 1.0 / denominator if denominator else 0.0
+        row = []
+        for k in range(K):
+            g = mass * p[k] - w[k] * q[k] + 2.0 * z_loss * L * p[k]
+            if softcap is not None:
+                g *= 1.0 - math.tanh(raw[i][k] / softcap) ** 2
+            row.append(scale * g)
+        grads.append(row)
+    return torch.tensor(grads, dtype=torch.float64)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

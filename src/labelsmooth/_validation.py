@@ -51,6 +51,40 @@ def check_nonnegative(name: str, value: object) -> float:
     return value
 
 
+def check_z_loss(z_loss: object) -> float:
+    """The z-loss coefficient λ: a finite number >= 0 (0 turns the term off)."""
+    if isinstance(z_loss, bool) or not isinstance(z_loss, (int, float)):
+        raise TypeError(
+            f"Expected argument `z_loss` to be a finite non-negative number, but got {type(z_loss).__name__}"
+        )
+    value = float(z_loss)
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise ValueError(f"Expected argument `z_loss` to be a finite non-negative number, but got {value}")
+    return value
+
+
+def check_softcap(softcap: object) -> float | None:
+    """The logit cap c of z ← c·tanh(z/c): None (no cap) or a finite number > 0."""
+    if softcap is None:
+        return None
+    if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
+        raise TypeError(
+            f"Expected argument `softcap` to be None or a finite positive number, but got {type(softcap).__name__}"
+        )
+    value = float(softcap)
+    if math.isnan(value) or math.isinf(value) or value <= 0:
+        raise ValueError(f"Expected argument `softcap` to be None or a finite positive number, but got {value}")
+    return value
+
+
+def refuse_extra_terms(z_loss: float, softcap: float | None, where: str, hint: str = "use backend='torch'") -> None:
+    """Raise ValueError where a path does not implement z-loss or softcapping yet (never ignore them silently)."""
+    if z_loss != 0.0:
+        raise ValueError(f"`z_loss` is not supported by {where} yet (got z_loss={z_loss}); {hint}")
+    if softcap is not None:
+        raise ValueError(f"`softcap` is not supported by {where} yet (got softcap={softcap}); {hint}")
+
+
 def check_num_classes(num_classes: object, name: str = "num_classes") -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"Expected argument `{name}` to be an integer >= 2, but got {type(num_classes).__name__}")

@@ -249,6 +249,8 @@ def vocab_parallel_cross_entropy(
     reduction: str = "mean",
     weight: Tensor | None = None,
     class_offsets: Sequence[int] | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> Tensor:
     r""":func:`labelsmooth.cross_entropy` on logits whose classes are split across the ranks of ``group``.
 
@@ -281,6 +283,7 @@ def vocab_parallel_cross_entropy(
         class_offsets: optional world_size + 1 boundaries: rank r holds classes
             [class_offsets[r], class_offsets[r+1]). When None they come from an all-gather of the local
             sizes (one extra tiny collective); when given, only this rank's slice is checked against them.
+        z_loss, softcap: not supported here yet: anything but 0.0 and None raises ValueError.
 
     Returns:
         The loss, in the logits' dtype (half precision is computed in float32): a scalar, or the target's
@@ -295,6 +298,9 @@ def vocab_parallel_cross_entropy(
         >>> torch.allclose(loss, labelsmooth.cross_entropy(z, y, label_smoothing=0.1, convention="others"))
         True
     """
+    V.refuse_extra_terms(
+        V.check_z_loss(z_loss), V.check_softcap(softcap), "the vocab-parallel losses", "use labelsmooth.cross_entropy"
+    )
     target = V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(local_logits, "local_logits")
     args = _Args(group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets)
@@ -332,6 +338,8 @@ def vocab_parallel_linear_cross_entropy(
     weight: Tensor | None = None,
     class_offsets: Sequence[int] | None = None,
     chunk_size: int | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> Tensor:
     r"""Linear head plus :func:`vocab_parallel_cross_entropy`, with the head's rows split across ranks.
 
@@ -357,6 +365,7 @@ def vocab_parallel_linear_cross_entropy(
         group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets: as in
             :func:`vocab_parallel_cross_entropy`; ``weight`` is the (K,) class weight, not the head.
         chunk_size: rows per chunk; None: as many as keep a chunk near ``CHUNK_ELEMENTS`` = 2^22 logits.
+        z_loss, softcap: not supported here yet: anything but 0.0 and None raises ValueError.
 
     Returns:
         The loss, in the input's dtype: a scalar, or the target's shape for ``reduction="none"``.
@@ -370,6 +379,10 @@ def vocab_parallel_linear_cross_entropy(
         >>> torch.allclose(loss, labelsmooth.cross_entropy(F.linear(h, W), y, label_smoothing=0.2))
         True
     """
+    V.refuse_extra_terms(
+        V.check_z_loss(z_loss), V.check_softcap(softcap), "the vocab-parallel losses",
+        "use labelsmooth.linear_cross_entropy",
+    )  # fmt: skip
     V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(input, "input")
     V.check_linear_head(input, local_weight, local_bias, names=("local_weight", "local_bias"), rows="V_local")

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from labelsmooth import _validation as V
 from labelsmooth._common import class_dim, compute_dtype, mean_scale, reduce_rows
-from labelsmooth.kernels import select_backend
+from labelsmooth.kernels import select_backend, triton_backend
 from labelsmooth.targets import coefficients
 
 
@@ -77,7 +77,10 @@ def fused_cross_entropy(
     inplace: bool = False,
     chunk_size: int | None = None,
     backend: str = "auto",
-) -> Tensor:
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Label-smoothed cross-entropy with the gradient produced during the forward pass.
 
     .. math::
@@ -105,9 +108,13 @@ def fused_cross_entropy(
         inplace: write the gradient into the input's buffer (destroys the logits).
         chunk_size: rows per chunk; None for the backend's default.
         backend: "auto", "torch", "triton" or "compiled" (:func:`labelsmooth.kernels.select_backend`).
+        z_loss, softcap, return_z_loss: as :func:`labelsmooth.cross_entropy` (the gradient gains
+            2λ·lse·softmax and the chain rule 1 − tanh²(z/c)). Backends "torch" and "compiled" have
+            them; "auto" then takes "torch", and "triton" raises ValueError (not there yet).
 
     Returns:
-        The loss in the input's dtype: a scalar, or per-element for ``reduction="none"``.
+        The loss in the input's dtype: a scalar, or per-element for ``reduction="none"``; with
+        ``return_z_loss`` the pair (loss, z-loss part), the second without a gradient (for logging).
 
     Example:
         >>> import torch, labelsmooth
@@ -126,8 +133,14 @@ def fused_cross_entropy(
         V.check_constant(name, value, "fused_cross_entropy")
     inplace = V.check_bool("inplace", inplace)
     chunk_size = V.check_chunk_size(chunk_size)
+    z_loss = V.check_z_loss(z_loss)
+    softcap = V.check_softcap(softcap)
+    return_z_loss = V.check_bool("return_z_loss", return_z_loss)
+    extra = z_loss != 0.0 or softcap is not None
+    if extra and backend == "triton":
+        V.refuse_extra_terms(z_loss, softcap, f"backend={backend!r}")
     logits = args.logits
-    kernel = select_backend(backend, logits)
+    kernel = select_backend("torch" if (extra and backend == "auto") else backend, logits)
     needs_grad = torch.is_grad_enabled() and input.requires_grad
     if inplace and needs_grad:
         _check_inplace(input, logits)
@@ -141,12 +154,20 @@ def fused_cross_entropy(
         if needs_grad:
             scale = mean_scale(denominator) if args.reduction == "mean" else 1.0
             grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
-        row, grad = kernel.loss_and_grad(logits.detach(), c, grad_scale, inplace=inplace, chunk_size=chunk_size)
+        z_rows = torch.zeros(M, dtype=dtype, device=input.device) if return_z_loss else None
+        terms = {}  # the other backends keep the contract without these keywords (and have z_loss = 0)
+        if kernel is not triton_backend and (extra or return_z_loss):
+            terms = dict(z_loss=z_loss, softcap=softcap, z_rows=z_rows)
+        row, grad = kernel.loss_and_grad(
+            logits.detach(), c, grad_scale, inplace=inplace, chunk_size=chunk_size, **terms
+        )
         loss = reduce_rows(row, args.reduction, denominator, args.out_shape)
     out = loss if grad is None else _PrecomputedGrad.apply(input, loss, grad, args.reduction == "none")
     out = out.to(input.dtype)
     if not args.soft:  # last: on a GPU its one host sync waits for the work queued above, not before it
         V.check_target_range(args.target, K, ignore_index)
+    if return_z_loss:
+        return out, reduce_rows(z_rows, args.reduction, denominator, args.out_shape).to(input.dtype)
     return out
 
 

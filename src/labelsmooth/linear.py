@@ -29,7 +29,7 @@ from labelsmooth.targets import Coefficients, index_target_coefficients
 class _Head:
     """The problem of one call, in the compute dtype: h (M, D), W (V, D), bias (V,) or None, the
     coefficients of the M rows, the reduction and its denominator, rows per chunk, and the output shape
-    of reduction="none"."""
+    of reduction="none"; the z-loss coefficient, the logit cap and the buffer of the z-loss parts."""
 
     h: Tensor
     W: Tensor
@@ -39,6 +39,9 @@ class _Head:
     denominator: Tensor
     chunk: int
     out_shape: torch.Size
+    z_loss: float = 0.0
+    softcap: float | None = None
+    z_rows: Tensor | None = None  # (M,), written with each row's z-loss part by the forward pass
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,15 @@ class _Dtypes:
     bias: torch.dtype | None
 
 
-def _chunked(p: _Head, grad_scale: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Row losses (M,) and, with ``grad_scale`` (M,), the gradients of Σ_i grad_scale_i·ℓ_i for h, W, bias."""
+def _chunked(
+    p: _Head, grad_scale: Tensor | None, z_rows: Tensor | None = None
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Row losses (M,) and, with ``grad_scale`` (M,), the gradients of Σ_i grad_scale_i·ℓ_i for h, W, bias;
+    ``z_rows`` (M,), if given, receives each row's z-loss part.
+
+    With a softcap the smoothing term is not linear in h any more: each chunk then computes z·v and the
+    −s·b·v gradient on its capped logits instead of through the rank-one identity.
+    """
     h, W, bias, c = p.h, p.W, p.bias, p.coefs
     M, _ = h.shape
     need_grads = grad_scale is not None
@@ -62,23 +72,25 @@ def _chunked(p: _Head, grad_scale: Tensor | None) -> tuple[Tensor, Tensor | None
     grad_W = torch.zeros_like(W) if need_grads else None
     grad_b = torch.zeros_like(bias) if (need_grads and bias is not None) else None
     # the smoothing term through the rank-one identity (module docstring): z·v = h·u + bias·v, u = Wᵀv
-    u = v @ W if c.smoothing else None
-    bv = bias @ v if (c.smoothing and bias is not None) else 0.0
+    rank_one = c.smoothing and p.softcap is None
+    u = v @ W if rank_one else None
+    bv = bias @ v if (rank_one and bias is not None) else 0.0
     for start in range(0, M, p.chunk):
         sl = slice(start, min(start + p.chunk, M))
         hc = h[sl]
         z = torch.addmm(bias, hc, W.t()) if bias is not None else hc @ W.t()  # (c, V): the only V-wide buffer
-        r = T.rows(c, sl, h.dtype, v=v)
-        z_v = hc @ u + bv if c.smoothing else None
+        r = T.rows(c, sl, h.dtype, v=v, z_loss=p.z_loss, softcap=p.softcap)
+        z_v = hc @ u + bv if rank_one else None
+        zr = None if z_rows is None else z_rows[sl]
         if not need_grads:
-            row[sl] = T.chunk_loss(z, r, z_v=z_v)
+            row[sl] = T.chunk_loss(z, r, z_v=z_v, z_rows=zr)
             continue
-        row[sl] = T.chunk_loss_and_grad(z, z, r, grad_scale[sl], z_v=z_v, prior_grad=False)  # z: its gradient
+        row[sl] = T.chunk_loss_and_grad(z, z, r, grad_scale[sl], z_v=z_v, prior_grad=not rank_one, z_rows=zr)
         torch.mm(z, W, out=grad_h[sl])
         grad_W.addmm_(z.t(), hc)
         if grad_b is not None:
             grad_b.add_(z.sum(0))
-    if c.smoothing and need_grads:  # the gradient's −s·b·v term, rank one
+    if rank_one and need_grads:  # the gradient's −s·b·v term, rank one
         r = grad_scale * c.prior_coef  # (M,)
         grad_h.addr_(r, u, alpha=-1.0)
         grad_W.addr_(v, r @ h, alpha=-1.0)
@@ -95,12 +107,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if p.reduction == "none":
             # Per-row grad_output is known only in backward, and it weighs the sums over rows in grad_W and
             # grad_b: recompute the chunks there (one more pass of matrix products, no stored logits).
-            row, *_ = _chunked(p, None)
+            row, *_ = _chunked(p, None, p.z_rows)
             ctx.head, ctx.grads = p, None
             return row.reshape(p.out_shape)
         scale = mean_scale(p.denominator) if p.reduction == "mean" else 1.0
         grad_scale = torch.as_tensor(scale, dtype=p.h.dtype, device=p.h.device).expand(M)
-        row, gh, gW, gb = _chunked(p, grad_scale)
+        row, gh, gW, gb = _chunked(p, grad_scale, p.z_rows)
         ctx.head, ctx.grads = None, (gh, gW, gb)
         return reduce_rows(row, p.reduction, p.denominator, p.out_shape)
 
@@ -139,7 +151,10 @@ def linear_cross_entropy(
     prior: Tensor | None = None,
     chunk_size: int | None = None,
     backend: str = "auto",
-) -> Tensor:
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)`` without the full logits.
 
     .. math::
@@ -163,9 +178,12 @@ def linear_cross_entropy(
             :func:`labelsmooth.cross_entropy`.
         chunk_size: rows per chunk; None for about 2**24 logits per chunk.
         backend: "auto" or "torch", the one backend of this function ("triton" is refused).
+        z_loss, softcap, return_z_loss: as :func:`labelsmooth.cross_entropy`. With a softcap the
+            smoothing term is computed on each chunk's capped logits (no rank-one shortcut).
 
     Returns:
-        The loss in the input's dtype: a scalar, or shape (...) for ``reduction="none"``.
+        The loss in the input's dtype: a scalar, or shape (...) for ``reduction="none"``; with
+        ``return_z_loss`` the pair (loss, z-loss part), the second without a gradient (for logging).
 
     Example:
         >>> import torch, labelsmooth
@@ -183,6 +201,9 @@ def linear_cross_entropy(
             "Expected argument `backend` to be 'auto' or 'torch' for linear_cross_entropy, but got 'triton'"
         )
     chunk_size = V.check_chunk_size(chunk_size)
+    z_loss = V.check_z_loss(z_loss)
+    softcap = V.check_softcap(softcap)
+    return_z_loss = V.check_bool("return_z_loss", return_z_loss)
     for name, value in (("weight", weight), ("prior", prior)):
         V.check_constant(name, value, "linear_cross_entropy")
     vocab, D = linear_weight.shape
@@ -202,7 +223,10 @@ def linear_cross_entropy(
             h=input.detach().reshape(M, D).to(dtype), W=linear_weight.detach().to(dtype),
             bias=None if linear_bias is None else linear_bias.detach().to(dtype), coefs=c,
             reduction=options.reduction, denominator=c.row_weight.sum(),
-            chunk=chunk_size or T.default_chunk_size(M, vocab), out_shape=lead,
+            chunk=chunk_size or T.default_chunk_size(M, vocab), out_shape=lead, z_loss=z_loss, softcap=softcap,
+            z_rows=torch.zeros(M, dtype=dtype, device=input.device) if return_z_loss else None,
         )  # fmt: skip
-    loss = _LinearCrossEntropy.apply(input, linear_weight, linear_bias, p)
-    return loss.to(input.dtype)
+    loss = _LinearCrossEntropy.apply(input, linear_weight, linear_bias, p).to(input.dtype)
+    if return_z_loss:
+        return loss, reduce_rows(p.z_rows, p.reduction, p.denominator, lead).to(input.dtype)
+    return loss

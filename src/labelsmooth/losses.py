@@ -52,7 +52,10 @@ def cross_entropy(
     *,
     convention: str = "uniform",
     prior: Tensor | None = None,
-) -> Tensor:
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Cross-entropy against a label-smoothed target, a drop-in for :func:`torch.nn.functional.cross_entropy`.
 
     .. math::
@@ -85,9 +88,16 @@ def cross_entropy(
         label_smoothing: ε in [0, 1].
         convention: "uniform" or "others".
         prior: optional (C,) probability vector the smoothing mass is spread by.
+        z_loss: λ >= 0, the coefficient of the z-loss λ·lse(z_i)² (PaLM) added to every row whose target
+            is not ignored, reduced like the loss (the mean keeps the loss's denominator; class weights
+            do not scale it). 0 turns it off.
+        softcap: c > 0: the logits are capped, z ← c·tanh(z/c) (Gemma 2), before the softmax, so the
+            smoothing term, the z-loss and all gradients use the capped logits. None turns it off.
+        return_z_loss: also return the z-loss part of the loss (already included in the loss).
 
     Returns:
-        The loss: a scalar, or per-element losses for ``reduction="none"``.
+        The loss: a scalar, or per-element losses for ``reduction="none"``; with ``return_z_loss`` the pair
+        (loss, z-loss part), the second reduced like the first.
 
     Example:
         >>> import torch, torch.nn.functional as F, labelsmooth
@@ -99,10 +109,17 @@ def cross_entropy(
         >>> torch.allclose(labelsmooth.cross_entropy(z, y, label_smoothing=0.1, convention="others"),
         ...                F.cross_entropy(z, y, label_smoothing=0.15))
         True
+        >>> # z-loss and softcapping (docs/theory.md §9); the loss includes the z-loss part returned
+        >>> loss, z_part = labelsmooth.cross_entropy(z, y, z_loss=1e-4, softcap=30.0, return_z_loss=True)
+        >>> torch.allclose(z_part, 1e-4 * torch.logsumexp(30.0 * torch.tanh(z / 30.0), 1).square().mean())
+        True
     """
     # On a CPU, torch's own kernel checks the class indices as it reads them; the range check is then left
     # to it (one reduction and a host sync fewer per call) and its IndexError replaced by ours.
     V.check_logits(input)
+    z_loss = V.check_z_loss(z_loss)
+    softcap = V.check_softcap(softcap)
+    return_z_loss = V.check_bool("return_z_loss", return_z_loss)
     delegate = prior is None and input.device.type == "cpu"
     args = V.check_cross_entropy_args(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior, check_range=not delegate
@@ -113,11 +130,14 @@ def cross_entropy(
         index = None if args.soft else V.as_index(target)
         try:
             loss = F.cross_entropy(
-                in_dtype(input, dtype), in_dtype(target, dtype) if args.soft else index,
+                _capped(in_dtype(input, dtype), softcap), in_dtype(target, dtype) if args.soft else index,
                 weight=None if weight is None else in_dtype(weight, dtype), ignore_index=ignore_index,
                 reduction=args.reduction, label_smoothing=eps_torch,
             )  # fmt: skip
-            return in_dtype(loss, input.dtype)
+            if z_loss == 0.0 and not return_z_loss:
+                return in_dtype(loss, input.dtype)
+            z_part = _z_loss_part(args, weight, ignore_index, z_loss, softcap, dtype)
+            return _with_z_loss(loss, z_part, input.dtype, return_z_loss)
         except IndexError as error:
             if not delegate:
                 raise
@@ -126,7 +146,7 @@ def cross_entropy(
         raise torch_error
     if delegate and not args.soft:
         V.check_target_range(args.target, args.num_classes, ignore_index)
-    logp = F.log_softmax(args.logits.to(dtype), dim=-1)
+    logp = F.log_softmax(_capped(args.logits.to(dtype), softcap), dim=-1)
     K = args.num_classes
     if args.soft:
         prior_vec = prior_vector(prior, K, dtype=dtype, device=input.device)
@@ -145,7 +165,45 @@ def cross_entropy(
         if args.label_smoothing > 0:
             row_loss = row_loss - c.prior_coef * (logp @ c.prior_weighted)
         denominator = c.row_weight.sum()
-    return reduce_rows(row_loss, args.reduction, denominator, args.out_shape).to(input.dtype)
+    loss = reduce_rows(row_loss, args.reduction, denominator, args.out_shape)
+    if z_loss == 0.0 and not return_z_loss:
+        return loss.to(input.dtype)
+    return _with_z_loss(
+        loss, _z_loss_part(args, weight, ignore_index, z_loss, softcap, dtype), input.dtype, return_z_loss
+    )
+
+
+def _capped(z: Tensor, softcap: float | None) -> Tensor:
+    """c·tanh(z/c), or z itself without a cap."""
+    return z if softcap is None else softcap * torch.tanh(z / softcap)
+
+
+def _z_loss_part(
+    args: V.CrossEntropyArgs, weight: Tensor | None, ignore_index: int, z_loss: float, softcap: float | None,
+    dtype: torch.dtype,
+) -> Tensor:  # fmt: skip
+    """λ·lse(z_i)² per kept row (capped logits), reduced like the loss, in the compute dtype."""
+    lse = torch.logsumexp(_capped(args.logits.to(dtype), softcap), dim=-1)
+    M = lse.shape[0]
+    if args.soft:
+        keep = torch.ones(M, dtype=dtype, device=lse.device)
+        denominator: Tensor = torch.tensor(float(M), dtype=dtype, device=lse.device)
+    else:
+        kept = args.target != ignore_index
+        keep = kept.to(dtype)
+        if weight is None:
+            denominator = keep.sum()
+        else:
+            safe = torch.where(kept, args.target, 0)
+            denominator = (in_dtype(weight, dtype)[safe] * keep).sum()
+    return reduce_rows(z_loss * keep * lse.square(), args.reduction, denominator, args.out_shape)
+
+
+def _with_z_loss(
+    loss: Tensor, z_part: Tensor, out_dtype: torch.dtype, return_z_loss: bool
+) -> Tensor | tuple[Tensor, Tensor]:
+    total = in_dtype(loss + z_part, out_dtype)
+    return (total, in_dtype(z_part, out_dtype)) if return_z_loss else total
 
 
 def binary_cross_entropy_with_logits(

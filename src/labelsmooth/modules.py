@@ -12,7 +12,9 @@ from labelsmooth.losses import binary_cross_entropy_with_logits, confidence_pena
 class SmoothedCrossEntropyOptions(nn.Module):
     """The options every smoothed cross-entropy module holds, validated once: torch's four plus ours.
 
-    ``weight`` and ``prior`` are buffers (they follow ``.to()`` and the state dict).
+    ``weight`` and ``prior`` are buffers (they follow ``.to()`` and the state dict). ``z_loss``,
+    ``softcap`` and ``return_z_loss`` are those of :func:`labelsmooth.cross_entropy` (z-loss λ·lse²,
+    logit cap c·tanh(z/c), and returning (loss, z-loss part)).
     """
 
     def __init__(
@@ -24,8 +26,14 @@ class SmoothedCrossEntropyOptions(nn.Module):
         *,
         convention: str = "uniform",
         prior: Tensor | None = None,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        return_z_loss: bool = False,
     ) -> None:
         super().__init__()
+        self.z_loss = V.check_z_loss(z_loss)
+        self.softcap = V.check_softcap(softcap)
+        self.return_z_loss = V.check_bool("return_z_loss", return_z_loss)
         self.label_smoothing = V.check_probability("label_smoothing", label_smoothing)
         self.reduction = V.check_reduction(reduction)
         self.convention = V.check_convention(convention)
@@ -34,7 +42,12 @@ class SmoothedCrossEntropyOptions(nn.Module):
         self.register_buffer("prior", prior)
 
     def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, reduction={self.reduction!r}"
+        text = f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, reduction={self.reduction!r}"
+        if self.z_loss:
+            text += f", z_loss={self.z_loss}"
+        if self.softcap is not None:
+            text += f", softcap={self.softcap}"
+        return text
 
 
 class CrossEntropyLoss(SmoothedCrossEntropyOptions):
@@ -47,10 +60,11 @@ class CrossEntropyLoss(SmoothedCrossEntropyOptions):
         True
     """
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         return cross_entropy(
             input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
-            convention=self.convention, prior=self.prior,
+            convention=self.convention, prior=self.prior, z_loss=self.z_loss, softcap=self.softcap,
+            return_z_loss=self.return_z_loss,
         )  # fmt: skip
 
 
@@ -148,9 +162,10 @@ class LinearCrossEntropyLoss(SmoothedCrossEntropyOptions):
 
     def forward(
         self, input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None = None
-    ) -> Tensor:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         return linear_cross_entropy(
             input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
             reduction=self.reduction, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
-            convention=self.convention, prior=self.prior, chunk_size=self.chunk_size,
+            convention=self.convention, prior=self.prior, chunk_size=self.chunk_size, z_loss=self.z_loss,
+            softcap=self.softcap, return_z_loss=self.return_z_loss,
         )  # fmt: skip

@@ -26,16 +26,22 @@ RECOMPILE_LIMIT = 64
 
 def _rows(
     z: Tensor, out: Tensor | None, tgt: Tensor, a: Tensor, b: Tensor, m: Tensor, s: Tensor | None, v: Tensor | None,
-    index_targets: bool,
+    index_targets: bool, z_coef: Tensor | None = None, softcap: float | None = None, z_out: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """Row losses of one chunk; writes the scaled gradient into ``out``, or into ``z`` itself when None,
     or nowhere when ``s`` is None.
 
     In place, ``z`` is passed once and mutated (never as two aliasing arguments, whose reads the compiler
     may order after the write). z, out: (n, K); tgt: (n,) int64 in [0, K); a, b, m, s: (n,) in the compute
-    dtype; v: (K,) or (n, K), a 0-d constant prior, or None without smoothing (then ``b`` is not read).
+    dtype; v: (K,) or (n, K), a 0-d constant prior, or None without smoothing (then ``b`` is not read);
+    z_coef: (n,) the z-loss coefficient of lse² (or None), softcap: the cap c of z ← c·tanh(z/c) (or None),
+    z_out: (n,), if given, receives each row's z-loss part.
     """
     zc = z.to(compute_dtype(z.dtype))
+    t = None
+    if softcap is not None:
+        t = torch.tanh(zc / softcap)
+        zc = t * softcap
     mx = zc.amax(1)
     z_y = zc.gather(1, tgt.unsqueeze(1)).squeeze(1) if index_targets else None
     z_v = None
@@ -45,8 +51,13 @@ def _rows(
     # loops 2 and 3, where two expressions are recomputed in registers
     sumexp = torch.exp(zc - mx.unsqueeze(1)).sum(1)
     lse = mx + sumexp.log()
-    r = T.Rows(target=tgt, a=a, b=b, m=m, v=v, v_const=None, smoothing=v is not None, index_targets=index_targets)
+    r = T.Rows(
+        target=tgt, a=a, b=b, m=m, v=v, v_const=None, smoothing=v is not None, index_targets=index_targets,
+        z_coef=z_coef,
+    )  # fmt: skip
     loss = T.loss_terms(lse, z_y, z_v, r)
+    if z_out is not None:
+        z_out.copy_(T.z_loss_rows(lse, r))
     if s is None:
         return loss
     grad = torch.exp(zc - mx.unsqueeze(1)) * (s * T.softmax_weight(lse, r) / sumexp).unsqueeze(1)
@@ -55,6 +66,8 @@ def _rows(
     if index_targets:
         is_target = torch.arange(zc.shape[1], device=z.device) == tgt.unsqueeze(1)
         grad = grad - torch.where(is_target, (s * a).unsqueeze(1), 0.0)
+    if t is not None:
+        grad = grad * (1.0 - t * t)  # the chain rule of the cap
     (z if out is None else out).copy_(grad)
     return loss
 
@@ -65,10 +78,12 @@ def _compiled():
 
 
 def loss_and_grad(
-    logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None
-) -> tuple[Tensor, Tensor | None]:
+    logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None,
+    z_loss: float = 0.0, softcap: float | None = None, z_rows: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     """The contract of :mod:`labelsmooth.kernels`, by the compiled :func:`_rows` on chunks of ``chunk_size``
-    rows (default: :data:`CHUNK_ELEMENTS` logits on CPUs, every row at once on GPUs)."""
+    rows (default: :data:`CHUNK_ELEMENTS` logits on CPUs, every row at once on GPUs); ``z_loss``,
+    ``softcap`` and ``z_rows`` as :func:`.torch_backend.loss_and_grad`."""
     needs_grad = grad_scale is not None
     M, K = logits.shape
     cdtype = compute_dtype(logits.dtype)
@@ -83,6 +98,12 @@ def loss_and_grad(
     a, b, m = (in_dtype(t, cdtype).contiguous() for t in (coefs.true_coef, coefs.prior_coef, coefs.row_mass))
     s = in_dtype(grad_scale, cdtype).contiguous() if needs_grad else None
     tgt = coefs.safe_target.contiguous()
+    z_coef = None
+    if z_loss != 0.0:
+        if coefs.index_targets:
+            z_coef = ((coefs.target != coefs.ignore_index).to(cdtype) * z_loss).contiguous()
+        else:
+            z_coef = torch.full((M,), z_loss, dtype=cdtype, device=logits.device)
     kernel = _compiled()
     # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
     chunk = chunk_size or (M if logits.is_cuda else T.default_chunk_size(M, K, CHUNK_ELEMENTS))
@@ -92,6 +113,7 @@ def loss_and_grad(
             out = None if (inplace or not needs_grad) else grad[sl]
             vs = v[sl] if v is not None and v.dim() == 2 else v
             row_loss[sl] = kernel(
-                logits[sl], out, tgt[sl], a[sl], b[sl], m[sl], None if s is None else s[sl], vs, coefs.index_targets
-            )
+                logits[sl], out, tgt[sl], a[sl], b[sl], m[sl], None if s is None else s[sl], vs, coefs.index_targets,
+                None if z_coef is None else z_coef[sl], softcap, None if z_rows is None else z_rows[sl],
+            )  # fmt: skip
     return row_loss, grad
