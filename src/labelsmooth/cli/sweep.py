@@ -53,6 +53,10 @@ def _positive(text: str) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from labelsmooth.experiment.config import RunConfig
+    from labelsmooth.experiment.grid import DEFAULT_SEEDS
+
+    d = RunConfig("digits", "mlp")
     p = sub.add_parser("sweep", help="run a grid of settings × seeds into a resumable store", description=_DESCRIPTION)
     p.add_argument("--config", help="TOML file with the grid (keys as the options below)")
     p.add_argument("--datasets", type=_names, help="comma-separated data sets, e.g. digits,mnist1d")
@@ -72,9 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--smoothings", type=_floats, help="ε values in --convention")
     p.add_argument("--convention", choices=("uniform", "others"), help="convention of --smoothings (default uniform)")
     p.add_argument("--betas", type=_floats, help="confidence-penalty β values")
-    p.add_argument("--seeds", type=_positive, help="number of seeds: 0..N-1 (default: 3)")
-    p.add_argument("--epochs", type=int, help="epochs per run (default: 5)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: 128)")
+    p.add_argument("--seeds", type=_positive, help=f"number of seeds: 0..N-1 (default: {DEFAULT_SEEDS})")
+    p.add_argument("--epochs", type=int, help=f"epochs per run (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"batch size (default: {d.batch_size})")
     p.add_argument("--lr", type=float, help="learning rate, fixed (default: searched; see --search-lr)")
     p.add_argument("--weight-decay", type=float, help="weight decay, fixed (default: searched)")
     add_protocol_options(p)
@@ -86,8 +90,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def add_protocol_options(p: argparse.ArgumentParser) -> None:
     """The protocol's options: search space, re-splits and validation fraction (``sweep``, ``reproduce``)."""
-    p.add_argument("--search-lr", type=_floats, help="learning rates to search (sweep's default: 0.001,0.003)")
-    p.add_argument("--search-weight-decay", type=_floats, help="weight decays to search (sweep's default: 0.0001,0.5)")
+    from labelsmooth.experiment.tuning import DEFAULT_SEARCH
+
+    lr, wd = (",".join(f"{v:g}" for v in DEFAULT_SEARCH[k]) for k in ("lr", "weight_decay"))
+    p.add_argument("--search-lr", type=_floats, help=f"learning rates to search (sweep's default: {lr})")
+    p.add_argument("--search-weight-decay", type=_floats, help=f"weight decays to search (sweep's default: {wd})")
     p.add_argument("--no-search", action="store_true", help="no tuning: run the fixed --lr/--weight-decay")
     p.add_argument(
         "--resplits", type=int, help="repeat over R train/validation partitions (digits: train/test too; default 1)"

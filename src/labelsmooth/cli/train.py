@@ -12,7 +12,7 @@ set."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from labelsmooth.experiment.config import RunConfig  # stdlib only: cheap
+    from labelsmooth.experiment.config import DEFAULT_EPOCHS, DEFAULT_LR, USER_DEFAULT_EPOCHS, RunConfig
 
     d = RunConfig("digits", "mlp")
     p = sub.add_parser(
@@ -35,12 +35,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=None,
-        help="epochs (default: digits 20, mnist1d 30, fashion-mnist/mnist 4, cifar 30)",
+        help="epochs (default: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items())
+        + "; your own data "
+        + str(USER_DEFAULT_EPOCHS)
+        + ")",
     )
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default: {d.seed})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default: {d.batch_size})")
     p.add_argument("--optimizer", default=d.optimizer, help=f"adamw or sgd (default: {d.optimizer})")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-3 adamw, 0.05 sgd)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: " + ", ".join(f"{v:g} {k}" for k, v in DEFAULT_LR.items()) + ")",
+    )
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay:g})")
     p.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default: {d.momentum:g})")
     p.add_argument("--schedule", default=d.schedule, help=f"cosine or constant (default: {d.schedule})")

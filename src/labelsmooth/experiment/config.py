@@ -20,6 +20,12 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 #: Epochs that reach the sanity accuracies of docs/harness.md with the default model and optimiser
 #: (``labelsmooth train`` uses these when --epochs is not given; ``RunConfig.epochs`` defaults to 5).
+#: The epochs of a run on a user data set (:mod:`labelsmooth.experiment.user_data`) when none are given.
+USER_DEFAULT_EPOCHS = 10
+
+#: The learning rate a run uses when ``RunConfig.lr`` is None, per optimiser.
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
+
 DEFAULT_EPOCHS = {"digits": 20, "mnist1d": 30, "fashion-mnist": 4, "mnist": 4, "cifar10": 30, "cifar100": 30}
 
 
@@ -33,7 +39,7 @@ def default_epochs(dataset: str) -> int:
     from labelsmooth.experiment import user_data
 
     if user_data.is_user_name(dataset):
-        return user_data.DEFAULT_EPOCHS
+        return USER_DEFAULT_EPOCHS
     if dataset not in DEFAULT_EPOCHS:
         raise ValueError(f"Expected a data set name in {list(DEFAULT_EPOCHS)}, but got {dataset!r}")
     return DEFAULT_EPOCHS[dataset]

@@ -40,6 +40,9 @@ SPEC_KEYS = {
     "train_size",
     "test_size",
 }
+#: Seeds per setting when a spec gives none (seeds 0..N-1).
+DEFAULT_SEEDS = 3
+
 PER_DATASET = ("epochs", "train_size", "test_size", "batch_size", "lr", "augment")
 #: Keys whose values are lists (a single value is taken as a list of one).
 LIST_KEYS = {"datasets": str, "models": str, "gammas": float, "smoothings": float, "betas": float}
@@ -65,7 +68,7 @@ def build_grid(spec: dict[str, Any]) -> list[RunConfig]:
     if not datasets:
         raise SpecError("Expected at least one data set in `datasets`, but got none")
     models = _list(spec, "models") or ["auto"]
-    seeds = _seeds(spec.get("seeds", 3))
+    seeds = _seeds(spec.get("seeds", DEFAULT_SEEDS))
     convention = spec.get("convention", "uniform")
     if convention not in ("uniform", "others"):  # checked even when no `smoothings` use it
         raise SpecError(f"Expected `convention` to be one of ['uniform', 'others'], but got {convention!r}")

@@ -36,13 +36,12 @@ from torch import Tensor, nn
 
 import labelsmooth
 from labelsmooth.experiment import data as data_module
-from labelsmooth.experiment.config import RunConfig
+from labelsmooth.experiment.config import DEFAULT_LR, RunConfig
 from labelsmooth.experiment.metrics import protocol_metrics, reliability_bins
 from labelsmooth.experiment.models import build
 from labelsmooth.experiment.splits import Splits, make_splits
 
 #: The learning rate when ``config.lr`` is None.
-DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
 EVAL_BATCH = 512
 
 

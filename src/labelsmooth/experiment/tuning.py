@@ -79,17 +79,17 @@ def _per_dataset(value, dataset: str, default):
 
 def _base_grid(spec: dict[str, Any]) -> tuple[list[RunConfig], dict[str, Any], dict[str, list[int]]]:
     """The plain grid (every seed), the protocol keys, and each data set's seeds (``seeds`` may be a table)."""
-    from labelsmooth.experiment.grid import PER_DATASET, build_grid
+    from labelsmooth.experiment.grid import DEFAULT_SEEDS, PER_DATASET, build_grid
 
     grid_spec, protocol = split_spec(spec)
-    seeds = grid_spec.get("seeds", 3)
+    seeds = grid_spec.get("seeds", DEFAULT_SEEDS)
     datasets = grid_spec.get("datasets") or []
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
     grid, per = [], {}
     if datasets and isinstance(seeds, dict):
         build_grid({**grid_spec, "seeds": 1})  # the grid's own checks of the whole spec (e.g. `epochs`' keys)
     for ds in datasets:
-        s = seeds.get(ds, 3) if isinstance(seeds, dict) else seeds
+        s = seeds.get(ds, DEFAULT_SEEDS) if isinstance(seeds, dict) else seeds
         per[ds] = list(range(s)) if isinstance(s, int) else [int(x) for x in s]
         # this data set's entry of each per-data-set table (the others are not of this one-data-set grid)
         own = {k: {ds: v[ds]} for k, v in grid_spec.items() if k in PER_DATASET and isinstance(v, dict) and ds in v}

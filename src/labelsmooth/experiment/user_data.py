@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from labelsmooth.experiment.config import USER_DEFAULT_EPOCHS
 from labelsmooth.experiment.data import DATA_SEED, DataError, Dataset, DatasetInfo, _subset, cache_dir
 
 KINDS = ("images", "csv", "parquet", "npz")
@@ -62,7 +63,7 @@ TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "p
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test",), "val": ("val", "valid", "validation")}
 DEFAULT_TEST_FRACTION = 0.2
 #: ``labelsmooth train --data`` trains this many epochs when --epochs is not given.
-DEFAULT_EPOCHS = 10
+DEFAULT_EPOCHS = USER_DEFAULT_EPOCHS  # the one definition is in config.py
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 _NAME = re.compile(r"^(images|csv|parquet|npz):(.+)\?(.*)#([0-9a-f]{16})$")
 
