@@ -58,6 +58,30 @@ def write_error(path: str | os.PathLike, exc: OSError, what: str = "") -> WriteE
     return err
 
 
+def _temporary(path: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """``mkstemp`` in the folder of ``path`` (so that ``os.replace`` stays on one file system)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+
+
+@contextlib.contextmanager
+def _replace_on_success(tmp: str, path: str) -> Iterator[None]:
+    """Rename ``tmp`` to ``path`` when the block succeeds; on any error remove ``tmp``, leave ``path`` as it
+    was and turn an :class:`OSError` into a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise write_error(path, exc) from exc
+        raise
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary file next to ``path`` for writing; on success, rename it to ``path``.
@@ -76,24 +100,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     if mode not in ("w", "wb"):
         raise ValueError(f"Expected `mode` to be 'w' or 'wb', but got {mode!r}")
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    try:
+    fd, tmp = _temporary(path, f".{os.path.basename(path)}.", ".tmp")
+    with _replace_on_success(tmp, path):
         os.chmod(tmp, _file_mode())
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise write_error(path, exc) from exc
-        raise
 
 
 def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[str]:
@@ -104,20 +117,9 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[st
 
 @contextlib.contextmanager
 def _atomic_path(path: str) -> Iterator[str]:
-    folder = os.path.dirname(os.path.abspath(path))
     base, ext = os.path.splitext(os.path.basename(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
+    fd, tmp = _temporary(path, f".{base}.", f".tmp{ext}")
+    with _replace_on_success(tmp, path):
         os.close(fd)
         os.chmod(tmp, _file_mode())
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    try:
         yield tmp
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise write_error(path, exc) from exc
-        raise
