@@ -400,18 +400,21 @@ def _replace(out: Any, **fields: Any):
     return type(out)(**items)
 
 
-def _targets(labels: Tensor | None, shift_labels: Tensor | None, device) -> Tensor:
-    return (_shift(labels, None) if shift_labels is None else shift_labels).to(device)
+def _aligned(x: Tensor, labels: Tensor | None, shift_labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``x`` (hidden states or logits, (batch, sequence, d)) and its targets, position by position: the next
+    token's label with the last position dropped, or ``shift_labels`` as given (already aligned)."""
+    y = (_shift(labels, None) if shift_labels is None else shift_labels).to(x.device)
+    aligned = x if shift_labels is not None else x[..., :-1, :]
+    if aligned.shape[:-1] != y.shape:
+        raise ValueError(
+            f"Expected argument `labels` to have shape {tuple(x.shape[:-1])} (batch, sequence), but got "
+            f"{tuple((labels if shift_labels is None else shift_labels).shape)}"
+        )
+    return aligned, y
 
 
 def _loss_from_hidden(hidden: Tensor, head: torch.nn.Linear, labels, shift_labels, num_items_in_batch, s: _Settings):
-    y = _targets(labels, shift_labels, hidden.device)
-    h = hidden if shift_labels is not None else hidden[..., :-1, :]
-    if h.shape[:-1] != y.shape:
-        raise ValueError(
-            f"Expected argument `labels` to have shape {tuple(hidden.shape[:-1])} (batch, sequence), but got "
-            f"{tuple((labels if shift_labels is None else shift_labels).shape)}"
-        )
+    h, y = _aligned(hidden, labels, shift_labels)
     total = ls.linear_cross_entropy(
         h,
         head.weight,
@@ -428,13 +431,7 @@ def _loss_from_hidden(hidden: Tensor, head: torch.nn.Linear, labels, shift_label
 
 
 def _loss_from_logits(logits: Tensor, labels, shift_labels, num_items_in_batch, s: _Settings):
-    y = _targets(labels, shift_labels, logits.device)
-    z = logits if shift_labels is not None else logits[..., :-1, :]
-    if z.shape[:-1] != y.shape:
-        raise ValueError(
-            f"Expected argument `labels` to have shape {tuple(logits.shape[:-1])} (batch, sequence), but got "
-            f"{tuple((labels if shift_labels is None else shift_labels).shape)}"
-        )
+    z, y = _aligned(logits, labels, shift_labels)
     kwargs = {k: v for k, v in s.loss_kwargs.items() if k not in ("chunk_size", "backend")}
     total = ls.cross_entropy(
         z.reshape(-1, z.shape[-1]),
