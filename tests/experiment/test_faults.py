@@ -106,13 +106,19 @@ def test_a_corrupt_store_is_one_line_naming_the_file(tmp_path, capsys, corruptio
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "r" / "report.md").exists()
 
 
-def test_a_row_with_an_unknown_data_set_names_the_row(tmp_path, capsys):
-    store = _store_with_runs(tmp_path / "runs.sqlite")
-    key = report_runs()[0]["key"]
+def _tamper_with_run(store: Path, index: int, assignment: str) -> str:
+    """Rewrite one stored run's row behind the store's back (``UPDATE runs SET <assignment>``); its key."""
+    key = report_runs()[index]["key"]
     db = sqlite3.connect(store)
-    db.execute("UPDATE runs SET config = json_set(config, '$.dataset', 'imagenet') WHERE key = ?", (key,))
+    db.execute(f"UPDATE runs SET {assignment} WHERE key = ?", (key,))
     db.commit()
     db.close()
+    return key
+
+
+def test_a_row_with_an_unknown_data_set_names_the_row(tmp_path, capsys):
+    store = _store_with_runs(tmp_path / "runs.sqlite")
+    key = _tamper_with_run(store, 0, "config = json_set(config, '$.dataset', 'imagenet')")
     assert main(["report", "--store", str(store), "--out", str(tmp_path / "r")]) == EXIT_USAGE
     line = _one_line_error(capsys, "report")
     assert f"key={key!r}" in line and "`config`" in line and "'imagenet'" in line and str(store) in line
@@ -120,11 +126,7 @@ def test_a_row_with_an_unknown_data_set_names_the_row(tmp_path, capsys):
 
 def test_a_non_json_metrics_cell_names_the_row_and_column(tmp_path, capsys):
     store = _store_with_runs(tmp_path / "runs.sqlite")
-    key = report_runs()[3]["key"]
-    db = sqlite3.connect(store)
-    db.execute("UPDATE runs SET metrics = '{accuracy: 0.9' WHERE key = ?", (key,))
-    db.commit()
-    db.close()
+    key = _tamper_with_run(store, 3, "metrics = '{accuracy: 0.9'")
     for argv in (["export", "--store", str(store), "--csv", str(tmp_path / "o.csv")],):
         assert main(argv) == EXIT_USAGE
         line = _one_line_error(capsys, "export")
