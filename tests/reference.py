@@ -7,6 +7,7 @@ no code with the library.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -35,91 +36,89 @@ def log_softmax_row(z: list[float]) -> list[float]:
     return [v - lse for v in z]
 
 
-def cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    eps: float = 0.0,
-    convention: str = "uniform",
-    prior: torch.Tensor | None = None,
-    weight: torch.Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class Loss:
+    """The arguments of :func:`cross_entropy` and :func:`cross_entropy_grad` besides the logits and the
+    targets, with the library's defaults (an unknown name is a TypeError)."""
+
+    eps: float = 0.0
+    convention: str = "uniform"
+    prior: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    ignore_index: int = -100
+    reduction: str = "mean"
+    z_loss: float = 0.0
+    softcap: float | None = None
+
+    def read(self, logits: torch.Tensor, target: torch.Tensor):
+        """The inputs as plain floats: raw logit rows, targets, prior (None: uniform), class weights w and
+        the mean's denominator Σ_{kept i} w_{y_i}."""
+        ys = target.tolist()
+        pi = None if self.prior is None else self.prior.double().tolist()
+        w = [1.0] * logits.shape[1] if self.weight is None else self.weight.double().tolist()
+        denominator = sum(w[y] for y in ys if y != self.ignore_index)
+        return logits.double().tolist(), ys, pi, w, denominator
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, **options) -> torch.Tensor:
     """Reference loss for (N, K) logits and (N,) class indices, in plain Python floats.
 
-    With ``softcap`` c every logit is first replaced by c·tanh(z/c); with ``z_loss`` λ each kept row adds
-    λ·lse(z)² (of the capped logits), and the mean keeps the loss's denominator.
+    ``options`` are the fields of :class:`Loss`. With ``softcap`` c every logit is first replaced by
+    c·tanh(z/c); with ``z_loss`` λ each kept row adds λ·lse(z)² (of the capped logits), and the mean keeps
+    the loss's denominator.
     """
+    o = Loss(**options)
     N, K = logits.shape
-    z = [[cap(v, softcap) for v in row] for row in logits.double().tolist()]
-    ys = target.tolist()
-    pi = None if prior is None else prior.double().tolist()
-    w = [1.0] * K if weight is None else weight.double().tolist()
-    rows, denominator = [], 0.0
+    raw, ys, pi, w, denominator = o.read(logits, target)
+    rows = []
     for i in range(N):
-        if ys[i] == ignore_index:
+        if ys[i] == o.ignore_index:
             rows.append(0.0)
             continue
-        q = soft_target_row(ys[i], K, eps, convention, pi)
-        logp = log_softmax_row(z[i])
-        rows.append(-sum(w[k] * q[k] * logp[k] for k in range(K)) + z_loss * logsumexp_row(z[i]) ** 2)
-        denominator += w[ys[i]]
+        x = [cap(v, o.softcap) for v in raw[i]]
+        q = soft_target_row(ys[i], K, o.eps, o.convention, pi)
+        logp = log_softmax_row(x)
+        rows.append(-sum(w[k] * q[k] * logp[k] for k in range(K)) + o.z_loss * logsumexp_row(x) ** 2)
     out = torch.tensor(rows, dtype=torch.float64)
-    if reduction == "none":
+    if o.reduction == "none":
         return out
-    if reduction == "sum":
+    if o.reduction == "sum":
         return out.sum()
     return out.sum() / denominator if denominator else torch.tensor(float("nan"), dtype=torch.float64)
 
 
 def cross_entropy_grad(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    eps: float = 0.0,
-    convention: str = "uniform",
-    prior: torch.Tensor | None = None,
-    weight: torch.Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    upstream: torch.Tensor | None = None,
+    logits: torch.Tensor, target: torch.Tensor, *, upstream: torch.Tensor | None = None, **options
 ) -> torch.Tensor:
     """The gradient of :func:`cross_entropy` w.r.t. the (N, K) logits, derived by hand.
 
-    With x = cap(z), p = softmax(x) and L = lse(x), row i's loss −Σ_k w_k q_k (x_k − L) + λ L² has
-    ∂/∂x_k = (Σ_j w_j q_j) p_k − w_k q_k + 2λ L p_k, and ∂x_k/∂z_k = 1 − tanh²(z_k/c). Rows are scaled
-    by ``upstream`` (reduction "none"), 1 ("sum") or 1/denominator ("mean"; 0 when it is 0).
+    ``options`` are the fields of :class:`Loss`. With x = cap(z), p = softmax(x) and L = lse(x), row i's
+    loss −Σ_k w_k q_k (x_k − L) + λ L² has ∂/∂x_k = (Σ_j w_j q_j) p_k − w_k q_k + 2λ L p_k, and
+    ∂x_k/∂z_k = 1 − tanh²(z_k/c). Rows are scaled by ``upstream`` (reduction "none"), 1 ("sum") or
+    1/denominator ("mean"; 0 when it is 0).
     """
+    o = Loss(**options)
     N, K = logits.shape
-    raw = logits.double().tolist()
-    ys = target.tolist()
-    pi = None if prior is None else prior.double().tolist()
-    w = [1.0] * K if weight is None else weight.double().tolist()
+    raw, ys, pi, w, denominator = o.read(logits, target)
     up = [1.0] * N if upstream is None else upstream.double().reshape(-1).tolist()
-    denominator = sum(w[y] for y in ys if y != ignore_index)
     grads = []
     for i in range(N):
-        if ys[i] == ignore_index:
+        if ys[i] == o.ignore_index:
             grads.append([0.0] * K)
             continue
-        x = [cap(v, softcap) for v in raw[i]]
+        x = [cap(v, o.softcap) for v in raw[i]]
         L = logsumexp_row(x)
         p = [math.exp(v - L) for v in x]
-        q = soft_target_row(ys[i], K, eps, convention, pi)
+        q = soft_target_row(ys[i], K, o.eps, o.convention, pi)
         mass = sum(w[k] * q[k] for k in range(K))
-        scale = up[i] if reduction == "none" else 1.0
-        if reduction == "mean":
+        scale = up[i] if o.reduction == "none" else 1.0
+        if o.reduction == "mean":
             scale = 1.0 / denominator if denominator else 0.0
         row = []
         for k in range(K):
-            g = mass * p[k] - w[k] * q[k] + 2.0 * z_loss * L * p[k]
-            if softcap is not None:
-                g *= 1.0 - math.tanh(raw[i][k] / softcap) ** 2
+            g = mass * p[k] - w[k] * q[k] + 2.0 * o.z_loss * L * p[k]
+            if o.softcap is not None:
+                g *= 1.0 - math.tanh(raw[i][k] / o.softcap) ** 2
             row.append(scale * g)
         grads.append(row)
     return torch.tensor(grads, dtype=torch.float64)
