@@ -372,15 +372,38 @@ def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1180px;margin:24px auto;
-padding:0 20px;color:#222;background:#fff;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:4px}h2{margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
-ul.verdicts li{font-size:1.08em;margin:4px 0}.note{color:#555;font-size:.92em}
-table{border-collapse:collapse;margin:10px 0;font-size:.92em}th,td{border:1px solid #ccc;padding:4px 8px;
-text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-tr.win td{background:#e8f6e8}.figs{display:flex;flex-wrap:wrap;gap:10px}
-.figs figure{margin:0}.figs img{max-width:560px;width:100%;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555;text-align:center}code{background:#f5f5f5;padding:1px 4px}
-"""
+  padding:0 20px;color:#222;background:#fff;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:4px}
+h2{margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+ul.verdicts li{font-size:1.08em;margin:4px 0}
+.note{color:#555;font-size:.92em}
+table{border-collapse:collapse;margin:10px 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+tr.win td{background:#e8f6e8}
+.figs{display:flex;flex-wrap:wrap;gap:10px}
+.figs figure{margin:0}
+.figs img{max-width:560px;width:100%;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555;text-align:center}
+code{background:#f5f5f5;padding:1px 4px}
+"""  # a rule per line (the page carries it on one line: _style)
+
+
+def _style() -> str:
+    """The page's stylesheet, :data:`CSS` with its rules on one line (a generated page, not for editing)."""
+    return "".join(line.strip() for line in CSS.splitlines())
+
+
+def _html_table(header: list[str], rows: list[list[str]], mark_wins: bool = False) -> list[str]:
+    """A table's lines: the header row, then a line per row; with ``mark_wins`` a row whose last cell
+    starts with "yes" (beats cross-entropy) gets ``class="win"``."""
+    e = html.escape
+    out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
+    for row in rows:
+        cls = ' class="win"' if mark_wins and row[-1].startswith("yes") else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    return out + ["</table>"]
 
 
 def _html(a, runs, sweeps, figures, title, out_dir) -> str:
@@ -389,7 +412,7 @@ def _html(a, runs, sweeps, figures, title, out_dir) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<title>{e(title)}</title><style>{_style()}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         "<h2>Verdicts</h2>",
         '<ul class="verdicts">',
@@ -400,11 +423,7 @@ def _html(a, runs, sweeps, figures, title, out_dir) -> str:
         out.append(f"<p><strong>Note:</strong> {e(_legacy_note(a))}</p>")
     for name in a.summary:
         out += [f"<h2>{e(name)}</h2>"] + [f"<p>{e(line)}</p>" for line in _setup(name, a)]
-        out += ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>"]
-        for row in _table_rows(name, a):
-            cls = ' class="win"' if row[-1].startswith("yes") else ""
-            out.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        out.append("</table>")
+        out += _html_table(HEADER, _table_rows(name, a), mark_wins=True)
         if _wilcoxon_note(name, a):
             out.append(f'<p class="note">{e(_wilcoxon_note(name, a))}</p>')
         for caption, header, rows in (
@@ -416,12 +435,7 @@ def _html(a, runs, sweeps, figures, title, out_dir) -> str:
             ("Hyperparameters selected on validation", CHOICE_HEADER, _choice_rows(name, a)),
         ):
             if rows:
-                out += [
-                    f'<p class="note">{e(caption)}</p>',
-                    "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>",
-                ]
-                out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
-                out.append("</table>")
+                out += [f'<p class="note">{e(caption)}</p>', *_html_table(header, rows)]
         out.append('<div class="figs">')
         for caption, path in figures[name]:
             with open(path, "rb") as f:
