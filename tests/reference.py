@@ -50,7 +50,9 @@ class Loss:
     z_loss: float = 0.0
     softcap: float | None = None
 
-    def read(self, logits: torch.Tensor, target: torch.Tensor):
+    def read(
+        self, logits: torch.Tensor, target: torch.Tensor
+    ) -> tuple[list[list[float]], list[int], list[float] | None, list[float], float]:
         """The inputs as plain floats: raw logit rows, targets, prior (None: uniform), class weights w and
         the mean's denominator Σ_{kept i} w_{y_i}."""
         ys = target.tolist()
