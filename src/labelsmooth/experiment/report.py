@@ -252,7 +252,7 @@ def _choice_rows(name: str, a: Analysis) -> list[list[str]]:
             lr = c.point.get("lr")
             rows.append(
                 [label.replace("=", " = "), str(split), "default" if lr is None else f"{lr:g}",
-                 f"{c.point.get('weight_decay'):g}", str(c.point.get("epochs")), f"{100 * c.val_accuracy:.2f}",
+                 f"{c.point.get('weight_decay'):g}", f"{100 * c.val_accuracy:.2f}",
                  f"{c.val_nll:.3f}", f"{c.trials}" + (f" ({c.failed} failed)" if c.failed else "")]
             )  # fmt: skip
     return rows
@@ -264,7 +264,7 @@ def _wilcoxon_note(name: str, a: Analysis) -> str | None:
     return ("Wilcoxon signed-rank test not shown: " + "; ".join(reasons) + f" (α = {ALPHA}).") if reasons else None
 
 
-CHOICE_HEADER = ["setting", "split", "lr", "weight decay", "epochs", "val accuracy %", "val NLL", "trials"]
+CHOICE_HEADER = ["setting", "split", "lr", "weight decay", "val accuracy %", "val NLL", "trials"]
 
 
 def data_lines(runs: list[dict], limit: int = 20) -> list[str]:

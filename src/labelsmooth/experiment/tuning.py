@@ -1,6 +1,6 @@
 """Tuning per loss setting with an equal budget, selection on validation only, and the two-phase protocol.
 
-A *search space* is a plain grid over ``lr`` and ``weight_decay`` (and optionally ``epochs``)::
+A *search space* is a plain grid over ``lr`` and ``weight_decay``::
 
     search = {"lr": [1e-3, 3e-3], "weight_decay": [1e-4, 0.5]}
 
@@ -33,9 +33,10 @@ from typing import Any
 from labelsmooth.experiment.config import RunConfig
 
 PROTOCOL_KEYS = ("search", "resplits", "val_fraction")
-SEARCH_FIELDS = ("lr", "weight_decay", "epochs")
-#: Fields that are tuned (not part of what makes two runs the "same setting").
-TUNED = ("lr", "weight_decay", "epochs")
+SEARCH_FIELDS = ("lr", "weight_decay")
+#: Fields that are tuned (not part of what makes two runs the "same setting"). The training length is not
+#: one: runs of different ``epochs`` are different experiments (e.g. the short and long regimes of the map).
+TUNED = ("lr", "weight_decay")
 #: The search space of ``labelsmooth sweep`` when none is given (AdamW; decoupled weight decay shrinks the
 #: weights by a factor exp(−Σ_t lr_t·wd) over a run: 0.5 is a few to 20 per cent at these schedules).
 DEFAULT_SEARCH = {"lr": [1e-3, 3e-3], "weight_decay": [1e-4, 0.5]}
@@ -67,7 +68,7 @@ def search_points(search: dict[str, list] | None) -> list[dict[str, Any]]:
         v = [v] if isinstance(v, (int, float)) else list(v)
         if not v:
             raise ValueError(f"Expected at least one value for `search.{n}`, but got none")
-        values.append([int(x) if n == "epochs" else float(x) for x in v])
+        values.append([float(x) for x in v])
     return [dict(zip(names, combo)) for combo in itertools.product(*values)]
 
 
@@ -181,7 +182,7 @@ def select(runs: list[dict]) -> dict[tuple, Choice]:
     """The selected search point per :func:`group_of`, from the *validation* metrics of the trials only.
 
     The trials of a group are its runs with the group's smallest seed. Among the finished ones the highest
-    ``val_accuracy`` wins, then the lowest ``val_nll``, then the smallest (lr, weight_decay, epochs). Test
+    ``val_accuracy`` wins, then the lowest ``val_nll``, then the smallest (lr, weight_decay). Test
     metrics are never read: the selection is the same whatever the test part holds (tests check it).
 
     Raises:
