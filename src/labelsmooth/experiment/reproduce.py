@@ -21,7 +21,7 @@ other):
   paper's 4,000/1,000 split with 3 validation re-splits × 10 seeds): cross-entropy, γ ∈ {0.99, 0.97, 0.95,
   0.9, 0.85, 0.8, 0.7}, β ∈ {0.1, 0.5, 1}; search lr ∈ {1e-3, 2e-3, 4e-3} × weight decay ∈ {1e-4, 0.1, 1}.
 - ``map …``: the MNIST-1D regime map, one part per cell: training pool (train + validation) of 1,000,
-  4,000 or 16,000 examples from one generated pool with one 4,000-example test set; symmetric label noise
+  4,000 or 16,000 examples from one generated pool with one 2,000-example test set; symmetric label noise
   0 or 20 % on train and validation (:func:`labelsmooth.experiment.splits.with_label_noise`); 10 (short)
   or 50 (long) epochs; cross-entropy, γ ∈ {0.97, 0.9, 0.8, 0.7}, β ∈ {0.1, 0.5, 1}; 5 seeds; no search:
   AdamW at its default lr and weight decay for every setting (the same budget for every arm).
@@ -72,7 +72,7 @@ def _map_cell(size: int, noise: float, epochs: int) -> dict:
         "seeds": 5,
         "epochs": epochs,
         "train_size": size,
-        "test_size": 4000,
+        "test_size": 2000,
         "label_noise": noise,
     }
 
