@@ -199,3 +199,28 @@ def test_the_report_opens_with_an_overview_row_per_experiment(tmp_path):
     assert len(rows) == 2 and any("label_noise=0.2" in r for r in rows), rows
     assert "γ selected on validation" in overview and "β selected on validation" in overview
     assert "Overview" in open(out["html"]).read()
+
+
+def test_the_report_store_keeps_every_run_and_only_the_predictions_the_report_reads(tmp_path, capsys):
+    from labelsmooth.cli import main
+    from labelsmooth.experiment.stats import analyse
+    from labelsmooth.experiment.store import Store
+    from labelsmooth.experiment.tuning import finals, run_protocol
+
+    spec = {"datasets": ["digits"], "models": ["mlp"], "gammas": [0.9], "seeds": 2, "epochs": 1,
+            "train_size": 200, "test_size": 100, "search": {"lr": [0.001, 0.003]}}  # fmt: skip
+    full, slim = str(tmp_path / "full.sqlite"), str(tmp_path / "slim.sqlite")
+    run_protocol(spec, full, workers=1, progress=False)
+    assert main(["export", "--store", full, "--report-store", slim]) == 0
+    assert "MiB" in capsys.readouterr().out
+    with Store(full, readonly=True) as a, Store(slim, readonly=True) as b:
+        runs_a, runs_b = a.runs(), b.runs()
+        pred_a, pred_b = a.predictions(), b.predictions()
+    assert [r["key"] for r in runs_a] == [r["key"] for r in runs_b]
+    final_keys = {r["key"] for r in finals(runs_a)[0]}
+    assert set(pred_b) == final_keys < set(pred_a), "trials that are not finals lose their predictions"
+    assert all(set(parts) == {"test"} for parts in pred_b.values())
+    va, vb = analyse(runs_a, pred_a), analyse(runs_b, pred_b)
+    assert va.verdicts == vb.verdicts
+    ca, cb = va.comparisons["digits"][0], vb.comparisons["digits"][0]
+    assert (ca.diff_points, ca.ci_points, ca.calibration) == (cb.diff_points, cb.ci_points, cb.calibration)

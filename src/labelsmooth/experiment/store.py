@@ -561,3 +561,54 @@ def export_csv(runs: Iterable[dict], path: str | os.PathLike) -> int:
         w.writeheader()
         w.writerows(rows)
     return len(rows)
+
+
+def copy_for_report(
+    store: Store, path: str | os.PathLike, keep: Iterable[str], parts: tuple[str, ...] = ("test",)
+) -> dict:
+    """Copy ``store`` to ``path`` with every run and sweep row but only the predictions a report reads.
+
+    The predictions kept are those of the runs ``keep`` names, for ``parts`` (the statistics read the test
+    part of the final runs only); claims are dropped. The copy is a store like any other (``labelsmooth
+    report`` reads it) and much smaller: the stored logits are almost all of a store's size. Written to a
+    temporary file beside ``path`` and moved into place, so a failure leaves no partial store.
+
+    Returns ``{"runs", "predictions", "bytes"}`` of the copy.
+    """
+    import tempfile
+
+    target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-store-", suffix=".sqlite", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)  # VACUUM INTO wants a new file
+    try:
+        store._db.execute("VACUUM INTO ?", (tmp,))
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = DELETE")
+            db.execute("CREATE TEMP TABLE keep (key TEXT PRIMARY KEY)")
+            db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", [(k,) for k in keep])
+            marks = ",".join("?" * len(parts))
+            db.execute(
+                f"DELETE FROM predictions WHERE key NOT IN (SELECT key FROM keep) OR part NOT IN ({marks})", parts
+            )
+            db.execute("DELETE FROM claims")
+            db.execute("VACUUM")
+            counts = {
+                "runs": db.execute("SELECT COUNT(*) FROM runs").fetchone()[0],
+                "predictions": db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0],
+            }
+        finally:
+            db.close()
+        os.replace(tmp, target)
+    except (sqlite3.Error, OSError) as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            from labelsmooth.experiment.atomic import write_error
+
+            raise write_error(target, exc, f"the report store {target}") from None
+        raise store._error(exc, f" (copying it to {target})") from None
+    return counts | {"bytes": os.path.getsize(target)}
