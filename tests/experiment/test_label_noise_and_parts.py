@@ -224,3 +224,34 @@ def test_the_report_store_keeps_every_run_and_only_the_predictions_the_report_re
     assert va.verdicts == vb.verdicts
     ca, cb = va.comparisons["digits"][0], vb.comparisons["digits"][0]
     assert (ca.diff_points, ca.ci_points, ca.calibration) == (cb.diff_points, cb.ci_points, cb.calibration)
+
+
+def test_per_part_report_stores_merge_back_into_one_that_reports_and_resumes_the_same(tmp_path, capsys, monkeypatch):
+    import labelsmooth.experiment.reproduce as reproduce
+    from labelsmooth.cli import main
+    from labelsmooth.experiment.store import Store
+    from labelsmooth.experiment.tuning import run_protocol
+
+    tiny = {"models": ["mlp"], "gammas": [0.9], "seeds": 2, "epochs": 1, "train_size": 200, "test_size": 100}
+    monkeypatch.setattr(reproduce, "FULL", {"a": {**tiny, "datasets": ["digits"]}, "b": {**tiny, "epochs": 2,
+                                                                                         "datasets": ["digits"]}})  # fmt: skip
+    full = str(tmp_path / "full.sqlite")
+    for spec in reproduce.FULL.values():
+        run_protocol(spec, full, workers=1, progress=False)
+    a, b, merged = (str(tmp_path / f"{n}.sqlite") for n in ("a", "b", "merged"))
+    assert main(["export", "--store", full, "--part", "a", "--report-store", a]) == 0
+    assert main(["export", "--store", full, "--part", "b", "--report-store", b]) == 0
+    assert main(["export", "--store", a, "--store", b, "--report-store", merged]) == 0
+    with Store(full, readonly=True) as f, Store(a, readonly=True) as sa, Store(merged, readonly=True) as m:
+        assert {r["config"]["epochs"] for r in sa.runs()} == {1}
+        assert sorted(r["key"] for r in m.runs()) == sorted(r["key"] for r in f.runs())
+    for out, stores in (("r1", [full]), ("r2", [a, b]), ("r3", [merged])):
+        argv = ["report", "--out", str(tmp_path / out)] + [x for s in stores for x in ("--store", s)]
+        assert main(argv) == 0
+    capsys.readouterr()
+    pages = [(tmp_path / r / "report.md").read_text().split("## Provenance")[0] for r in ("r1", "r2", "r3")]
+    assert pages[0] == pages[1] == pages[2]
+    again = run_protocol(reproduce.FULL["a"], merged, workers=1, progress=False)
+    assert again["trials"]["done"] == again["finals"]["done"] == 0, "the merged store resumes: nothing to train"
+    assert main(["export", "--store", a, "--store", b, "--csv", str(tmp_path / "x.csv")]) == 2
+    assert "--csv takes one --store" in capsys.readouterr().err
