@@ -255,3 +255,22 @@ def test_per_part_report_stores_merge_back_into_one_that_reports_and_resumes_the
     assert again["trials"]["done"] == again["finals"]["done"] == 0, "the merged store resumes: nothing to train"
     assert main(["export", "--store", a, "--store", b, "--csv", str(tmp_path / "x.csv")]) == 2
     assert "--csv takes one --store" in capsys.readouterr().err
+
+
+def test_the_report_says_when_the_selection_sits_at_the_edge_of_the_search_space():
+    from labelsmooth.experiment.report import edge_note
+    from labelsmooth.experiment.stats import analyse
+
+    def run(seed, lr, acc):
+        cfg = RunConfig("digits", "mlp", seed=seed, lr=lr, epochs=1).to_dict()
+        metrics = {"accuracy": acc, "val_accuracy": acc, "val_nll": 0.1, "nll": 0.1, "ece": 0.01,
+                   "ts_nll": 0.1, "ts_ece": 0.01, "temperature": 1.0}  # fmt: skip
+        return {"key": f"{seed}-{lr}", "status": "done", "config": cfg, "metrics": metrics}
+
+    top = analyse([run(0, 0.001, 0.8), run(0, 0.004, 0.9), run(1, 0.004, 0.9)])
+    assert edge_note("digits", top) == (
+        "Selected at the edge of the search space: lr (largest) in 1 of 1 choices (setting × split). "
+        "Where that is most of them, the best value may lie outside the space searched, for every setting alike."
+    )
+    inside = analyse([run(0, 0.001, 0.8), run(0, 0.002, 0.9), run(0, 0.004, 0.85)])
+    assert edge_note("digits", inside) is None

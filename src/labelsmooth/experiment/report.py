@@ -319,6 +319,21 @@ def _choice_rows(name: str, a: Analysis) -> list[list[str]]:
     return rows
 
 
+def edge_note(name: str, a: Analysis) -> str | None:
+    """How often a selected hyperparameter is the edge of the search space, where that happens at all."""
+    from collections import Counter
+
+    choices = [c for by_split in a.choices.get(name, {}).values() for c in by_split.values()]
+    edges = Counter(e for c in choices for e in c.at_edge())
+    if not edges:
+        return None
+    parts = [f"{what} in {n} of {len(choices)}" for what, n in sorted(edges.items(), key=lambda kv: -kv[1])]
+    return (
+        "Selected at the edge of the search space: " + "; ".join(parts) + " choices (setting × split). "
+        "Where that is most of them, the best value may lie outside the space searched, for every setting alike."
+    )
+
+
 def _wilcoxon_note(name: str, a: Analysis) -> str | None:
     """Why the Wilcoxon column is empty, where it is (it cannot reach α with so few units)."""
     reasons = sorted({c.wilcoxon_absent for c in a.comparisons.get(name, []) if c.wilcoxon_absent})
@@ -425,6 +440,8 @@ def _markdown(a, runs, sweeps, figures, title, md_dir, notes=None) -> str:
             out += ["Calibration, setting − cross-entropy (95% CI from the same two-level bootstrap):", ""]
             out += _md_table(CAL_HEADER, cal)
         out += ["Hyperparameters selected on validation:", ""] + _md_table(CHOICE_HEADER, _choice_rows(name, a))
+        if edge_note(name, a):
+            out += [edge_note(name, a), ""]
         out += [
             f"![{_md(name)}: {_md(caption)}]({os.path.relpath(os.path.abspath(path), md_dir)})"
             for caption, path in figures[name]
@@ -492,6 +509,8 @@ def _html(a, runs, sweeps, figures, title, out_dir) -> str:
                 ]
                 out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
                 out.append("</table>")
+        if edge_note(name, a):
+            out.append(f'<p class="note">{e(edge_note(name, a))}</p>')
         out.append('<div class="figs">')
         for caption, path in figures[name]:
             with open(path, "rb") as f:

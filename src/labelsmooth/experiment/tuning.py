@@ -176,6 +176,25 @@ class Choice:
     trials: int  # finished trials it was chosen among
     failed: int  # trials that failed (diverged): never chosen
     seed: int  # the tuning seed
+    searched: dict = dataclasses.field(default_factory=dict)  # field -> the sorted values its trials tried
+
+    def at_edge(self) -> list[str]:
+        """The tuned fields whose chosen value is the smallest or largest one searched (of two or more):
+        the best value may lie outside the search space.
+
+        Example:
+            >>> Choice({"lr": 0.004}, 0.9, 0.3, 3, 0, 0, {"lr": (0.001, 0.002, 0.004)}).at_edge()
+            ['lr (largest)']
+        """
+        out = []
+        for f, values in self.searched.items():
+            v = self.point.get(f)
+            if len(values) > 1 and v is not None:
+                if v == values[-1]:
+                    out.append(f"{f} (largest)")
+                elif v == values[0]:
+                    out.append(f"{f} (smallest)")
+        return out
 
 
 def select(runs: list[dict]) -> dict[tuple, Choice]:
@@ -224,6 +243,11 @@ def select(runs: list[dict]) -> dict[tuple, Choice]:
             trials=len(done),
             failed=len(trials) - len(done),
             seed=seed,
+            searched={
+                f: tuple(sorted({r["config"].get(f) for r in trials} - {None}))
+                for f in TUNED
+                if len({r["config"].get(f) for r in trials}) > 1
+            },
         )
     return out
 
