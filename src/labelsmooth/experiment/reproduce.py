@@ -19,14 +19,15 @@ other):
 
 - ``digits`` (mlp, 20 epochs, 5 re-splits of train/test × 10 seeds) and ``mnist1d`` (cnn1d, 30 epochs, the
   paper's 4,000/1,000 split with 3 validation re-splits × 10 seeds): cross-entropy, γ ∈ {0.99, 0.97, 0.95,
-  0.9, 0.85, 0.8, 0.7}, β ∈ {0.1, 0.5, 1}; search lr ∈ {1e-3, 2e-3, 4e-3} × weight decay ∈ {1e-4, 0.1, 1}.
+  0.9, 0.85, 0.8, 0.7}, β ∈ {0.1, 0.5, 1}; search lr ∈ {2e-3, 4e-3, 8e-3, 1.6e-2} × weight decay ∈ {1e-4,
+  0.1, 1}.
 - ``map …``: the MNIST-1D regime map, one part per cell: training pool (train + validation) of 1,000,
   4,000 or 16,000 examples from one generated pool with one 2,000-example test set; symmetric label noise
   0 or 20 % on train and validation (:func:`labelsmooth.experiment.splits.with_label_noise`); 10 (short)
   or 50 (long) epochs; cross-entropy, γ ∈ {0.97, 0.9, 0.8, 0.7}, β ∈ {0.1, 0.5, 1}; 5 seeds; no search:
   AdamW at its default lr and weight decay for every setting (the same budget for every arm).
 - ``fashion-mnist`` (cnn, 5 epochs, the full 60,000/10,000 set, 1 split × 5 seeds): the γ and β of
-  digits; search lr ∈ {1e-3, 3e-3} × weight decay ∈ {1e-4, 0.5}.
+  digits; search lr ∈ {2e-3, 6e-3} × weight decay ∈ {1e-4, 0.5}.
 - ``resnet``: ResNet-20 with batch norm and augmentation on a 5,000-example Fashion-MNIST training pool
   (4,000 train / 1,000 validation) and the full 10,000-example test set, 15 epochs, 5 seeds;
   cross-entropy, γ ∈ {0.9, 0.8}, β = 0.5; no search (AdamW defaults).
@@ -55,7 +56,9 @@ QUICK = {
 
 GAMMAS = [0.99, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7]
 BETAS = [0.1, 0.5, 1.0]
-SEARCH = {"lr": [1e-3, 2e-3, 4e-3], "weight_decay": [1e-4, 0.1, 1.0]}
+#: The first run searched lr ∈ {1e-3, 2e-3, 4e-3}: 4e-3, its top, won 54 of 55 choices on digits and
+#: every choice on MNIST-1D, so the space moved up (docs/results.md).
+SEARCH = {"lr": [2e-3, 4e-3, 8e-3, 1.6e-2], "weight_decay": [1e-4, 0.1, 1.0]}
 
 #: The regime map's cells: training pool sizes, label-noise rates and training lengths (epochs).
 MAP_SIZES = (1000, 4000, 16000)
@@ -113,7 +116,7 @@ FULL = {
         "seeds": 5,
         "epochs": 5,
         "resplits": 1,
-        "search": {"lr": [1e-3, 3e-3], "weight_decay": [1e-4, 0.5]},
+        "search": {"lr": [2e-3, 6e-3], "weight_decay": [1e-4, 0.5]},
     },
     "resnet": {
         "datasets": ["fashion-mnist"],
