@@ -13,7 +13,12 @@ against cross-entropy that count seeds and test examples (Holm-corrected), verdi
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the report of a sweep store", description=_DESCRIPTION)
-    p.add_argument("--store", required=True, help="SQLite store written by `labelsmooth sweep`")
+    p.add_argument(
+        "--store",
+        required=True,
+        action="append",
+        help="SQLite store written by `labelsmooth sweep` (repeatable: the stores' runs are reported together)",
+    )
     p.add_argument("--out", required=True, help="folder to write report.md, report.html and the PNGs into")
     p.add_argument("--title", default="Label smoothing sweep", help="the report's title")
     p.add_argument("--markdown", help="write the Markdown here instead of OUT/report.md (figure links follow)")
@@ -26,8 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from labelsmooth.experiment.report import write_report
     from labelsmooth.experiment.store import Store
 
-    with Store(args.store, readonly=True) as store:  # StoreError if missing, corrupt or not a store
-        runs, sweeps, predictions = store.runs(validate=True), store.sweeps(), store.predictions()
+    rows, sweeps, predictions = {}, [], {}
+    for path in args.store:
+        with Store(path, readonly=True) as store:  # StoreError if missing, corrupt or not a store
+            for r in store.runs(validate=True):
+                rows.setdefault(r["key"], r)  # a run in several stores: the first store's row
+            sweeps += store.sweeps()
+            for key, value in store.predictions().items():
+                predictions.setdefault(key, value)
+    runs = list(rows.values())
     notes = None
     if args.notes:
         try:

@@ -83,6 +83,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, help="weight decay, fixed (default: searched)")
     add_protocol_options(p)
     p.add_argument("--train-size", type=int, help="use the first N training examples (default: all)")
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        help="replace this fraction of the training and validation labels by another class (test stays clean)",
+    )
     p.add_argument("--test-size", type=int, help="use the first N test examples (default: all)")
     add_run_options(p, store_help="SQLite file to write (created if missing)", store_required=True)
     return p

@@ -55,6 +55,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--schedule", default=d.schedule, help=f"cosine or constant (default: {d.schedule})")
     p.add_argument("--augment", action="store_true", help="random crop (and flip where it makes sense)")
     p.add_argument("--train-size", type=int, default=None, help="stratified subset of the training split")
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        help="replace this fraction of the training and validation labels by another class (test stays clean)",
+    )
     p.add_argument("--test-size", type=int, default=None, help="stratified subset of the test split")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (see docs/harness.md)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
@@ -145,6 +151,7 @@ def config_from_args(args: argparse.Namespace):
         convention=args.convention or "uniform", beta=args.beta, seed=args.seed, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
         schedule=args.schedule, augment=args.augment, train_size=args.train_size, test_size=args.test_size,
+        label_noise=args.label_noise,
     )  # fmt: skip
     fields["epochs"] = default_epochs(args.dataset) if args.epochs is None else args.epochs
     try:

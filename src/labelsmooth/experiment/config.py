@@ -75,6 +75,7 @@ class RunConfig:
     momentum: float = 0.9  # SGD only (AdamW ignores it)
     split: int = 0  # 0: the standard partition; r > 0: the r-th re-split (labelsmooth.experiment.splits)
     val_fraction: float = 0.2  # the part of the training rows carved out as validation
+    label_noise: float = 0.0  # symmetric label noise on train and validation (splits.with_label_noise)
 
     def validate(self) -> RunConfig:
         """Check every field; returns ``self`` so it chains. Raises ValueError/TypeError naming the field.
@@ -175,6 +176,11 @@ class RunConfig:
         _integer("split", self.split, 0)
         if not 0 < _number("val_fraction", self.val_fraction) < 1:
             raise ValueError(f"Expected `val_fraction` to be in (0, 1), but got {self.val_fraction}")
+        if not 0 <= _number("label_noise", self.label_noise) < 1 - 1 / K:
+            raise ValueError(
+                f"Expected `label_noise` (the fraction of training labels replaced by another class) to be in "
+                f"[0, 1 - 1/K) = [0, {1 - 1 / K:g}) for {self.dataset} (K = {K}), but got {self.label_noise}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,8 +195,16 @@ class RunConfig:
         return cls(**data)
 
     def key(self) -> str:
-        """A stable hash of the full config (sorted-key JSON, SHA-256, 16 hex digits)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A stable hash of the full config (sorted-key JSON, SHA-256, 16 hex digits).
+
+        Fields added after stores were first written (:data:`KEYED_FROM_DEFAULT`) enter the hash only when
+        they differ from their default, so every earlier run keeps its key.
+        """
+        data = self.to_dict()
+        for name, default in KEYED_FROM_DEFAULT.items():
+            if data[name] == default:
+                del data[name]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
@@ -202,6 +216,10 @@ class RunConfig:
         if self.gamma is not None:
             return f"γ={self.gamma:g}"
         return f"ε={self.smoothing:g} ({self.convention})"
+
+
+#: Fields newer than the first stores, and the default at which :meth:`RunConfig.key` leaves them out.
+KEYED_FROM_DEFAULT = {"label_noise": 0.0}
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -240,11 +240,13 @@ def _digits(data_dir):
 
 
 def _mnist1d(train_size: int | None, test_size: int | None):
-    """The paper's 4,000/1,000 split from ``make_dataset``'s defaults; larger sizes generate more examples.
+    """The paper's 4,000/1,000 split from ``make_dataset``'s defaults; larger sizes come from one bigger pool.
 
-    Sizes within 4,000/1,000 take stratified subsets of the standard split. Larger ones generate
-    ``train + test`` examples (rounded up to a multiple of 10) with otherwise default arguments, the
-    first ``train_size`` for training. Cached as .npz in the cache folder.
+    Sizes within 4,000/1,000 take stratified subsets of the standard split. Larger ones generate a pool of
+    ``max(train + test, MNIST1D_POOL)`` examples (rounded up to a multiple of 10) with otherwise default
+    arguments: the first ``train_size`` train, the last ``test_size`` test. So every size up to the pool
+    shares one test set and the training sets are nested (the regime map of docs/results.md relies on it).
+    Cached as .npz in the cache folder.
     """
     n_train, n_test = train_size or 4000, test_size or 1000
     if n_train <= 4000 and n_test <= 1000:
@@ -252,19 +254,18 @@ def _mnist1d(train_size: int | None, test_size: int | None):
         x_tr, y_tr = _subset(x_tr, y_tr, n_train, "train_size", "mnist1d")
         x_te, y_te = _subset(x_te, y_te, n_test, "test_size", "mnist1d")
     else:
-        total = -(-(n_train + n_test) // 10) * 10
+        total = -(-max(n_train + n_test, MNIST1D_POOL) // 10) * 10
         x, y, _, _, path = _mnist1d_generate(total, split=False)
-        x_tr, y_tr, x_te, y_te = (
-            x[:n_train],
-            y[:n_train],
-            x[n_train : n_train + n_test],
-            y[n_train : n_train + n_test],
-        )
+        x_tr, y_tr, x_te, y_te = x[:n_train], y[:n_train], x[total - n_test :], y[total - n_test :]
     return x_tr[:, None], y_tr, x_te[:, None], y_te, DIGIT_CLASSES, path
 
 
+#: The size of the generated MNIST-1D pool that sizes beyond the standard split are drawn from.
+MNIST1D_POOL = 20_000
+
+
 def _mnist1d_generate(num_samples: int, split: bool = True):
-    path = cache_dir() / f"mnist1d-{num_samples}.npz"
+    path = cache_dir() / (f"mnist1d-{num_samples}.npz" if split else f"mnist1d-pool-{num_samples}.npz")
     if path.is_file():
         try:
             with np.load(path) as f:

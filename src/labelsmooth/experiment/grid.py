@@ -12,6 +12,7 @@ dict with the keys below (the CLI's options, or a TOML file with the same names)
     seeds = 3                            # seeds 0..N-1 (or a list of seeds)
     epochs = 5                           # or a table {digits = 20, ...}
     batch_size, lr, optimizer, weight_decay, schedule, augment, train_size, test_size  # optional
+    label_noise = 0.2                    # symmetric label noise on train and validation (optional)
 
 ``train_size``/``test_size``/``epochs`` may be a number or a table keyed by data set.
 """
@@ -39,6 +40,7 @@ SPEC_KEYS = {
     "augment",
     "train_size",
     "test_size",
+    "label_noise",
 }
 #: Seeds per setting when a spec gives none (seeds 0..N-1).
 DEFAULT_SEEDS = 3
@@ -83,7 +85,7 @@ def build_grid(spec: dict[str, Any]) -> list[RunConfig]:
     settings += [{"loss": "ls", "gamma": g} for g in _list(spec, "gammas")]
     settings += [{"loss": "ls", "smoothing": e, "convention": convention} for e in _list(spec, "smoothings")]
     settings += [{"loss": "cp", "beta": b} for b in _list(spec, "betas")]
-    common = {k: spec[k] for k in ("optimizer", "weight_decay", "schedule") if k in spec}
+    common = {k: spec[k] for k in ("optimizer", "weight_decay", "schedule", "label_noise") if k in spec}
     out: list[RunConfig] = []
     seen: set[str] = set()
     for dataset in datasets:

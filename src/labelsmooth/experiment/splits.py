@@ -16,6 +16,12 @@ Sizes with ``val_fraction = 0.2`` (train / validation / test): digits 1,077 / 27
 3,200 / 800 / 1,000; Fashion-MNIST 48,000 / 12,000 / 10,000 (its 10,000/2,000 subset: 8,000 / 2,000 /
 2,000).
 
+**Label noise** (:func:`with_label_noise`, ``RunConfig.label_noise``): a fraction ρ of the training and
+validation labels is replaced by a class drawn uniformly from the *other* K − 1 classes (symmetric noise,
+as in Lukasik et al. 2020, "Does label smoothing mitigate label noise?", ICML); exactly round(ρ·n) labels of
+each part change, so ρ is the fraction that is wrong. The test labels stay clean. The draw depends only
+on the split and ρ (``NOISE_SEED + split``), so every seed and loss setting sees the same noisy labels.
+
 Inputs are standardised once by :mod:`labelsmooth.experiment.data` with the standard training part's
 per-channel mean and standard deviation (a fixed affine map that reads no label); re-splits reuse it.
 
@@ -39,6 +45,7 @@ from labelsmooth.experiment.data import Parts
 #: Seeds of the validation carve and of the train/test re-draw: ``VAL_SEED + split``, ``TEST_SEED + split``.
 VAL_SEED = 1000
 TEST_SEED = 2000
+NOISE_SEED = 3000
 #: Data sets whose test part is our own draw (no official test split): ``split > 0`` re-draws it.
 REDRAW_TEST = frozenset({"digits"})
 DEFAULT_VAL_FRACTION = 0.2
@@ -147,3 +154,38 @@ def make_splits(dataset, split: int = 0, val_fraction: float = DEFAULT_VAL_FRACT
         tuple(dataset.classes),
         str(dataset.source),
     )
+
+
+def with_label_noise(splits: Splits, rate: float, split: int = 0) -> Splits:
+    """The splits with a fraction ``rate`` of the training and validation labels made wrong (module docstring).
+
+    Each part gets exactly ``round(rate · n)`` corrupted labels, at positions drawn without replacement,
+    each replaced by a class drawn uniformly from the K − 1 others (K = ``len(splits.classes)``).
+
+    Example:
+        >>> from labelsmooth.experiment.data import load
+        >>> clean = make_splits(load("digits"))
+        >>> noisy = with_label_noise(clean, 0.2)
+        >>> int((noisy.y_train != clean.y_train).sum()), len(clean.y_train)
+        (215, 1077)
+        >>> bool((noisy.y_test == clean.y_test).all())
+        True
+    """
+    import dataclasses
+
+    K = len(splits.classes)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1 - 1 / K:
+        raise ValueError(f"Expected `rate` (label noise) to be a number in [0, 1 - 1/K) with K = {K}, but got {rate!r}")
+    if rate == 0:
+        return splits
+    rng = np.random.default_rng(NOISE_SEED + split)
+
+    def corrupt(y: Tensor) -> Tensor:
+        y = y.clone()
+        n = len(y)
+        where = torch.as_tensor(rng.choice(n, size=int(round(rate * n)), replace=False), dtype=torch.long)
+        shift = torch.as_tensor(rng.integers(1, K, size=len(where)), dtype=torch.long)  # 1..K-1: never the same
+        y[where] = (y[where] + shift) % K
+        return y
+
+    return dataclasses.replace(splits, y_train=corrupt(splits.y_train), y_val=corrupt(splits.y_val))

@@ -282,7 +282,7 @@ class Analysis:
 
 
 #: Fields that do not define an experiment: the seed, the split, the loss setting and the tuned fields.
-NOT_EXPERIMENT = ("seed", "split", "lr", "weight_decay", "epochs")
+NOT_EXPERIMENT = ("seed", "split", "lr", "weight_decay")
 
 
 def experiment_of(config: dict) -> tuple:

@@ -561,3 +561,80 @@ def export_csv(runs: Iterable[dict], path: str | os.PathLike) -> int:
         w.writeheader()
         w.writerows(rows)
     return len(rows)
+
+
+def copy_for_report(
+    stores: Store | list[Store],
+    path: str | os.PathLike,
+    keep: Iterable[str],
+    parts: tuple[str, ...] = ("test",),
+    runs: Iterable[str] | None = None,
+) -> dict:
+    """Copy one or more stores into one at ``path`` with only the predictions a report reads.
+
+    Every run and sweep row of ``stores`` is copied (a key in several stores: the first store's row), or
+    only the runs ``runs`` names when given. The predictions kept are those of the runs ``keep`` names,
+    for ``parts`` (the statistics read the test part of the final runs only); claims are dropped. The copy
+    is a store like any other (``labelsmooth report`` reads it, a sweep resumes into it) and much smaller:
+    the stored logits are almost all of a store's size. Written to a temporary file beside ``path`` and
+    moved into place, so a failure leaves no partial store.
+
+    Returns ``{"runs", "predictions", "bytes"}`` of the copy.
+    """
+    import tempfile
+
+    stores = [stores] if isinstance(stores, Store) else list(stores)
+    if not stores:
+        raise ValueError("Expected at least one store to copy, but got none")
+    target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-store-", suffix=".sqlite", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)  # VACUUM INTO wants a new file
+    sweep_columns = "command, backend, workers, runs, machine, started, finished, wall_s"
+    try:
+        stores[0]._db.execute("VACUUM INTO ?", (tmp,))
+        from urllib.parse import quote
+
+        db = sqlite3.connect(f"file:{quote(tmp)}", uri=True, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = DELETE")
+            for other in stores[1:]:
+                db.execute("ATTACH DATABASE ? AS other", (f"file:{quote(os.path.abspath(other.path))}?mode=ro",))
+                db.execute("INSERT OR IGNORE INTO runs SELECT * FROM other.runs")
+                db.execute("INSERT OR IGNORE INTO predictions SELECT * FROM other.predictions")
+                db.execute(
+                    f"INSERT INTO sweeps ({sweep_columns}) SELECT {sweep_columns} FROM other.sweeps AS o WHERE NOT "
+                    "EXISTS (SELECT 1 FROM sweeps AS s WHERE s.command IS o.command AND s.started IS o.started)"
+                )
+                db.execute("DETACH DATABASE other")
+            db.execute("CREATE TEMP TABLE keep (key TEXT PRIMARY KEY)")
+            db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", [(k,) for k in keep])
+            if runs is not None:
+                db.execute("CREATE TEMP TABLE chosen (key TEXT PRIMARY KEY)")
+                db.executemany("INSERT OR IGNORE INTO chosen VALUES (?)", [(k,) for k in runs])
+                db.execute("DELETE FROM runs WHERE key NOT IN (SELECT key FROM chosen)")
+                db.execute("DELETE FROM keep WHERE key NOT IN (SELECT key FROM chosen)")
+            marks = ",".join("?" * len(parts))
+            db.execute(
+                f"DELETE FROM predictions WHERE key NOT IN (SELECT key FROM keep) OR part NOT IN ({marks})", parts
+            )
+            db.execute("DELETE FROM claims")
+            db.execute("VACUUM")
+            counts = {
+                "runs": db.execute("SELECT COUNT(*) FROM runs").fetchone()[0],
+                "predictions": db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0],
+            }
+        finally:
+            db.close()
+        os.replace(tmp, target)
+    except (sqlite3.Error, OSError) as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            from labelsmooth.experiment.atomic import write_error
+
+            raise write_error(target, exc, f"the report store {target}") from None
+        raise stores[0]._error(exc, f" (copying it to {target})") from None
+    return counts | {"bytes": os.path.getsize(target)}

@@ -39,7 +39,7 @@ from labelsmooth.experiment import data as data_module
 from labelsmooth.experiment.config import DEFAULT_LR, RunConfig
 from labelsmooth.experiment.metrics import protocol_metrics, reliability_bins
 from labelsmooth.experiment.models import build
-from labelsmooth.experiment.splits import Splits, make_splits
+from labelsmooth.experiment.splits import Splits, make_splits, with_label_noise
 
 #: The learning rate when ``config.lr`` is None.
 EVAL_BATCH = 512
@@ -111,12 +111,13 @@ def load_splits(config: RunConfig, data_dir: str | None = None) -> Splits:
     env = (os.environ.get("LABELSMOOTH_DATA"), os.environ.get("XDG_CACHE_HOME"))
     folder = None if data_dir is None else os.path.abspath(data_dir)
     args = (config.dataset, config.train_size, config.test_size, config.split, config.val_fraction)
-    return _cached_splits(*args, folder, env)
+    return _cached_splits(*args, config.label_noise, folder, env)
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_splits(name, train_size, test_size, split, val_fraction, data_dir, env) -> Splits:
-    return make_splits(_cached_load(name, data_dir, train_size, test_size, env), split, val_fraction)
+def _cached_splits(name, train_size, test_size, split, val_fraction, label_noise, data_dir, env) -> Splits:
+    splits = make_splits(_cached_load(name, data_dir, train_size, test_size, env), split, val_fraction)
+    return with_label_noise(splits, label_noise, split)
 
 
 @functools.lru_cache(maxsize=2)

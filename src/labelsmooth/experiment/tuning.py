@@ -1,6 +1,6 @@
 """Tuning per loss setting with an equal budget, selection on validation only, and the two-phase protocol.
 
-A *search space* is a plain grid over ``lr`` and ``weight_decay`` (and optionally ``epochs``)::
+A *search space* is a plain grid over ``lr`` and ``weight_decay``::
 
     search = {"lr": [1e-3, 3e-3], "weight_decay": [1e-4, 0.5]}
 
@@ -33,9 +33,10 @@ from typing import Any
 from labelsmooth.experiment.config import RunConfig
 
 PROTOCOL_KEYS = ("search", "resplits", "val_fraction")
-SEARCH_FIELDS = ("lr", "weight_decay", "epochs")
-#: Fields that are tuned (not part of what makes two runs the "same setting").
-TUNED = ("lr", "weight_decay", "epochs")
+SEARCH_FIELDS = ("lr", "weight_decay")
+#: Fields that are tuned (not part of what makes two runs the "same setting"). The training length is not
+#: one: runs of different ``epochs`` are different experiments (e.g. the short and long regimes of the map).
+TUNED = ("lr", "weight_decay")
 #: The search space of ``labelsmooth sweep`` when none is given (AdamW; decoupled weight decay shrinks the
 #: weights by a factor exp(−Σ_t lr_t·wd) over a run: 0.5 is a few to 20 per cent at these schedules).
 DEFAULT_SEARCH = {"lr": [1e-3, 3e-3], "weight_decay": [1e-4, 0.5]}
@@ -67,7 +68,7 @@ def search_points(search: dict[str, list] | None) -> list[dict[str, Any]]:
         v = [v] if isinstance(v, (int, float)) else list(v)
         if not v:
             raise ValueError(f"Expected at least one value for `search.{n}`, but got none")
-        values.append([int(x) if n == "epochs" else float(x) for x in v])
+        values.append([float(x) for x in v])
     return [dict(zip(names, combo)) for combo in itertools.product(*values)]
 
 
@@ -175,13 +176,32 @@ class Choice:
     trials: int  # finished trials it was chosen among
     failed: int  # trials that failed (diverged): never chosen
     seed: int  # the tuning seed
+    searched: dict = dataclasses.field(default_factory=dict)  # field -> the sorted values its trials tried
+
+    def at_edge(self) -> list[str]:
+        """The tuned fields whose chosen value is the smallest or largest one searched (of two or more):
+        the best value may lie outside the search space.
+
+        Example:
+            >>> Choice({"lr": 0.004}, 0.9, 0.3, 3, 0, 0, {"lr": (0.001, 0.002, 0.004)}).at_edge()
+            ['lr (largest)']
+        """
+        out = []
+        for f, values in self.searched.items():
+            v = self.point.get(f)
+            if len(values) > 1 and v is not None:
+                if v == values[-1]:
+                    out.append(f"{f} (largest)")
+                elif v == values[0]:
+                    out.append(f"{f} (smallest)")
+        return out
 
 
 def select(runs: list[dict]) -> dict[tuple, Choice]:
     """The selected search point per :func:`group_of`, from the *validation* metrics of the trials only.
 
     The trials of a group are its runs with the group's smallest seed. Among the finished ones the highest
-    ``val_accuracy`` wins, then the lowest ``val_nll``, then the smallest (lr, weight_decay, epochs). Test
+    ``val_accuracy`` wins, then the lowest ``val_nll``, then the smallest (lr, weight_decay). Test
     metrics are never read: the selection is the same whatever the test part holds (tests check it).
 
     Raises:
@@ -223,6 +243,11 @@ def select(runs: list[dict]) -> dict[tuple, Choice]:
             trials=len(done),
             failed=len(trials) - len(done),
             seed=seed,
+            searched={
+                f: tuple(sorted({r["config"].get(f) for r in trials} - {None}))
+                for f in TUNED
+                if len({r["config"].get(f) for r in trials}) > 1
+            },
         )
     return out
 
