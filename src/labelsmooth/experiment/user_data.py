@@ -472,9 +472,8 @@ def _finish(kind: str, path: Path, opts: _Options, raw: _Raw) -> Dataset:
 
 
 def _carve(x: np.ndarray, y: np.ndarray, fraction: float, raw: _Raw, path: Path):
-    """A stratified test part of ``fraction`` (seed DATA_SEED), both parts in their original order."""
-    from sklearn.model_selection import train_test_split
-
+    """A stratified test part of ``fraction`` (seed DATA_SEED), both parts in their original order; a class
+    too small to stratify is refused here, naming it (the user can add examples or give a test part)."""
     counts = np.bincount(y, minlength=len(raw.classes))
     small = [k for k in range(len(counts)) if counts[k] < 2]
     if small:
@@ -491,8 +490,9 @@ def _carve(x: np.ndarray, y: np.ndarray, fraction: float, raw: _Raw, path: Path)
             f"{len(y) - n_test} training examples, too few to hold each of the {len(counts)} classes in both; "
             "change test_fraction (--test-fraction) or give a test part"
         )
-    idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=n_test, stratify=y, random_state=DATA_SEED)
-    idx_tr, idx_te = np.sort(idx_tr), np.sort(idx_te)
+    from labelsmooth.experiment.splits import stratified_split  # the one stratified draw (checked above: it stratifies)
+
+    idx_tr, idx_te = stratified_split(np.arange(len(y)), y, n_test, DATA_SEED, what=f"the test part of {path}")
     return x[idx_tr], y[idx_tr], x[idx_te], y[idx_te]
 
 
