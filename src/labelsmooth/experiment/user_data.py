@@ -211,6 +211,72 @@ def load(source, *, train_size: int | None = None, test_size: int | None = None,
     )
 
 
+#: The keys of one ``data`` entry of a sweep config (TOML): the path and :func:`register`'s options.
+CONFIG_KEYS = ("path", "label_column", "image_size", "image_mode", "categorical", "standardise", "test_fraction")
+
+
+def register_config(entries, *, base: os.PathLike | str, where: str) -> list[str]:
+    """The names of the user data sets a sweep config's ``data`` key names, as :func:`register` gives them.
+
+    ``entries`` is a path, or a list of paths and tables with the keys :data:`CONFIG_KEYS` (``path``
+    required; the others are :func:`register`'s options, ``image_size`` as ``"HxW"`` or ``[H, W]``). A
+    relative path is taken relative to ``base`` (the config file's folder). The same path and options give
+    the same name as ``--data PATH`` with the same options, so runs are shared and resumed across both.
+
+    Raises:
+        ValueError (:class:`~labelsmooth.experiment.grid.SpecError`): a malformed entry, naming
+            ``data[i]``, the key and the value, and ``where`` (the file).
+        DataError and its kin: the data set does not load; the message starts with ``data[i]`` and ``where``.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> folder = tempfile.mkdtemp(); np.savez(os.path.join(folder, "a.npz"), x_train=np.eye(10),
+        ...                                       y_train=np.arange(10) % 2)
+        >>> [n.split("?")[0].rsplit("/", 1)[1] for n in register_config(["a.npz"], base=folder, where="t.toml")]
+        ['a.npz']
+    """
+    from labelsmooth.experiment.grid import SpecError
+
+    items = [entries] if isinstance(entries, (str, dict)) else entries
+    if not isinstance(items, list) or not items:
+        raise SpecError(
+            f"Expected `data` in {where} to be a path, a table with `path`, or a non-empty list of them "
+            f'(e.g. [[sweep.data]] path = "wine.csv" label_column = "target"), but got {entries!r}'
+        )
+    names = []
+    for i, item in enumerate(items):
+        at = f"`data[{i}]`" if len(items) > 1 or isinstance(entries, list) else "`data`"
+        options = {"path": item} if isinstance(item, str) else item
+        if not isinstance(options, dict):
+            raise SpecError(f"Expected {at} in {where} to be a path or a table, but got {item!r}")
+        unknown = sorted(set(options) - set(CONFIG_KEYS))
+        if unknown:
+            raise SpecError(
+                f"Expected the keys of {at} in {where} among {list(CONFIG_KEYS)}, but got unknown {unknown}"
+            )
+        path = options.get("path")
+        if not isinstance(path, str) or not path:
+            raise SpecError(f"Expected {at}.path in {where} to be a file or folder path, but got {path!r}")
+        full = Path(path).expanduser()
+        full = full if full.is_absolute() else Path(base) / full
+        kwargs = {k: (tuple(v) if k == "image_size" and isinstance(v, list) else v) for k, v in options.items()}
+        del kwargs["path"]
+        try:
+            names.append(register(full, **kwargs))
+        except TypeError as exc:
+            raise SpecError(f"{at} ({path}) in {where}: {exc}") from None
+        except ValueError as exc:  # DataError, MissingExtra and option errors, naming the option
+            raise _with_prefix(exc, f"{at} ({path}) in {where}: ") from None
+    return names
+
+
+def _with_prefix(exc: Exception, prefix: str) -> Exception:
+    try:
+        return type(exc)(prefix + str(exc))
+    except TypeError:  # an exception type with another constructor
+        return DataError(prefix + str(exc))
+
+
 _FULL: dict[str, Dataset] = {}  # name -> the full data set, for the names registered or loaded here
 
 
