@@ -197,3 +197,31 @@ def test_logits_beyond_float16_are_refused_naming_the_part(blobs):
     test[0, 0] = 1e5
     with pytest.raises(ValueError, match=r"Expected test logits within ±65504 \(the store keeps them as float16\)"):
         record_of(config, {"val": val, "test": test}, data)
+
+
+def test_the_documented_tuning_example_runs(tmp_path, monkeypatch, capsys):
+    """docs/own-data.md's tuning block, executed as written after the first block's train_fn."""
+    from pathlib import Path
+
+    from _user_files import write_wine
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "own-data.md").read_text()
+    section = doc.split("## Your own training loop")[1]
+    first = section.split("```python")[1].split("```")[0]
+    tuned = section.split("### Tuning")[1].split("```python")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    write_wine(tmp_path / "wine.csv")
+    namespace = {"__name__": "own_data_example"}
+    exec(compile(first.split("result = study(")[0], "own-data.md", "exec"), namespace)  # imports and train_fn
+    exec(compile(tuned, "own-data.md", "exec"), namespace)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "{'trials': {'total': 4, 'skipped': 0, 'done': 4, 'failed': 0}, "
+        "'finals': {'total': 6, 'skipped': 2, 'done': 4, 'failed': 0}}"
+    )
+    assert [line.split(" ")[0] for line in out[1:]] == ["ce", "γ=0.9"]
+    assert all(line.endswith(("{0: 0.003}", "{0: 0.03}")) for line in out[1:])
+    assert (tmp_path / "wine-tuned" / "report.md").is_file()
+    with Store(tmp_path / "wine-tuned.sqlite") as s:
+        runs = s.runs()
+    assert len(runs) == 8 and {r["config"]["lr"] for r in runs} == {0.003, 0.03}

@@ -9,6 +9,8 @@ The protocol (docs/experiments.md, "The protocol"):
   test split (:data:`REDRAW_TEST`: digits, whose 1,347/450 split is our own stratified draw), ``split > 0``
   re-draws train/test too: the pooled examples are split again, stratified, at the same test size
   (``random_state = TEST_SEED + split``), so the split variance is measured and not ignored.
+- Every carve is :func:`stratified_split` (also the study's and a user data set's test carve): where a
+  class is too small to stratify it draws at random and says so with a :class:`SplitWarning`.
 - ``split = 0`` is the standard partition; ``split = r`` is the r-th re-split. Every part depends only on
   the data set, ``split`` and ``val_fraction``, never on the run's seed.
 

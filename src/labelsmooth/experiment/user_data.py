@@ -36,7 +36,7 @@ Class names are the sorted sub-folder names or label values. Where no test part 
 :data:`labelsmooth.experiment.data.DATA_SEED`; each class needs at least 2 examples for that. Inputs are
 standardised (per channel for images, per column for tables) with the training part's mean and standard
 deviation unless ``standardise=False``. A data set whose float32 arrays would exceed
-:func:`memory_limit` (half the available memory, or ``$LABELSMOOTH_MAX_DATA_BYTES``) is refused before
+:func:`memory_limit` (1/8 of the available memory, or ``$LABELSMOOTH_MAX_DATA_BYTES``) is refused before
 it is read, with the sizes in the message.
 """
 
@@ -343,9 +343,16 @@ def describe_line(dataset: Dataset, limit: int = 10) -> str:
     return f"classes: {len(pairs)} ({shown} in training; imbalance {d['imbalance']:.2f})"
 
 
+#: Loading a data set holds up to this many times its float32 inputs at the peak (the inputs as read, their
+#: standardisation in float64, the full data set and its train/validation/test parts): measured 6.5x on a
+#: 95 MiB .npz (docs/own-data.md, "Memory"), rounded up.
+PEAK_FACTOR = 8
+
+
 def memory_limit() -> int:
-    """The most bytes of float32 inputs a data set may take: ``$LABELSMOOTH_MAX_DATA_BYTES``, else half the
-    available memory (``MemAvailable`` in /proc/meminfo; 8 GiB where that cannot be read)."""
+    """The most bytes of float32 inputs a data set may take: ``$LABELSMOOTH_MAX_DATA_BYTES``, else the
+    available memory (``MemAvailable`` in /proc/meminfo; 16 GiB where that cannot be read) divided by
+    :data:`PEAK_FACTOR`."""
     return _memory_limit()[0]
 
 
@@ -363,10 +370,13 @@ def _memory_limit() -> tuple[int, str]:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2, "half the available memory"
+                    return (
+                        int(line.split()[1]) * 1024 // PEAK_FACTOR,
+                        f"1/{PEAK_FACTOR} of the available memory",
+                    )
     except (OSError, ValueError, IndexError):
         pass
-    return 8 << 30, "8 GiB: the available memory is unknown"
+    return (16 << 30) // PEAK_FACTOR, f"1/{PEAK_FACTOR} of 16 GiB: the available memory is unknown"
 
 
 def _bytes(n: float) -> str:
@@ -386,8 +396,9 @@ def _check_memory(what: str, need: int, detail: str) -> None:
     if need > limit:
         raise DataError(
             f"{what} needs {_bytes(need)} in memory ({detail}), more than the limit of {_bytes(limit)} ({why}). "
-            "Data sets are held in memory, not read lazily: resize the images (--image-size, image_size=) or "
-            "use a part of the data (or raise $LABELSMOOTH_MAX_DATA_BYTES if the memory is there)"
+            f"Data sets are held in memory, not read lazily, and loading one takes up to {PEAK_FACTOR} times its "
+            "inputs at the peak: resize the images (--image-size, image_size=) or use a part of the data; raise "
+            "$LABELSMOOTH_MAX_DATA_BYTES (bytes of float32 inputs) if the memory is there"
         )
 
 
@@ -775,10 +786,9 @@ def _read_npz(path: Path) -> _Raw:
             for a, b in (("x_test", "y_test"), ("x_val", "y_val")):
                 if (a in names) != (b in names):
                     raise DataError(f"{path} holds {a if a in names else b} without {b if a in names else a}")
-            for key in ("x_train", "x_test", "x_val"):
-                if key in names:
-                    size = f.zip.getinfo(key + ".npy").file_size
-                    _check_memory(f"{key} in {path}", size, f"{size:,} bytes uncompressed")
+            inputs = [key for key in ("x_train", "x_test", "x_val") if key in names]
+            size = sum(f.zip.getinfo(key + ".npy").file_size for key in inputs)  # all parts are held at once
+            _check_memory(f"{', '.join(inputs)} in {path}", size, f"{size:,} bytes uncompressed")
             arrays = {
                 k: f[k] for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "classes") if k in names
             }
