@@ -113,3 +113,26 @@ def test_bad_arguments_name_the_argument(kwargs, message):
     with pytest.raises(ValueError) as e:
         make_splits(_synthetic(), **kwargs)
     assert message in str(e.value)
+
+
+def test_a_part_that_cannot_be_stratified_is_drawn_at_random_with_a_warning_naming_the_reason():
+    """The one carve of every part (splits, study, user data): stratified, or random with a SplitWarning."""
+    from labelsmooth.experiment.splits import SplitWarning, stratified_split
+
+    d = _synthetic(n_train=20, k=3)
+    y = d.y_train.clone()
+    y[:] = 0
+    y[0] = 1
+    d = Dataset(d.name, d.x_train, y, d.x_test, d.y_test, d.classes, d.source)
+    with pytest.warns(SplitWarning, match=r"the validation part of synthetic is drawn at random, not stratified: "
+                                          r"class 1 has 1 example"):  # fmt: skip
+        make_splits(d, val_fraction=0.25)
+    with pytest.warns(SplitWarning, match=r"2 of 12 examples cannot hold each of the 3 classes on both sides"):
+        stratified_split(np.arange(12), np.arange(12) % 3, 2, seed=0, what="the part")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stratifiable part warns of nothing
+        rest, part = stratified_split(np.arange(12), np.arange(12) % 3, 3, seed=0)
+    assert sorted((np.arange(12) % 3)[part].tolist()) == [0, 1, 2]
+    assert sorted(rest.tolist() + part.tolist()) == list(range(12))

@@ -161,14 +161,17 @@ def test_hparams_and_names_are_part_of_the_keys(blobs, tmp_path):
     assert c.runs[0]["extra"]["hparams"] == {"lr": 0.1}
 
 
-def test_record_of_accepts_the_three_return_forms(blobs):
+def test_record_of_accepts_both_return_forms_and_needs_validation_logits(blobs):
+    """{"val", "test"} and (val, test) give one record; test logits alone are refused: the protocol selects
+    and fits the temperature on validation (before the protocol, a test-only result was accepted)."""
     data = with_validation(user_data.load(blobs))
     config = RunConfig(user_data.register(blobs), "mine:fn")
     test, val = torch.randn(len(data.y_test), 3), torch.randn(len(data.y_val), 3)
-    forms = [record_of(config, r, data) for r in (test, {"test": test, "val": val}, (val, test))]
-    assert forms[0]["metrics"] == forms[1]["metrics"] == forms[2]["metrics"]
-    assert (
-        "val_metrics" not in forms[0]["extra"] and forms[1]["extra"]["val_metrics"] == forms[2]["extra"]["val_metrics"]
-    )
-    with pytest.raises(ValueError, match=r"a dict with 'test' \(and 'val'\) logits, but got keys \['logits'\]"):
+    forms = [record_of(config, r, data) for r in ({"test": test, "val": val}, (val, test))]
+    assert forms[0]["metrics"] == forms[1]["metrics"]
+    assert forms[0]["extra"]["val_metrics"] == forms[1]["extra"]["val_metrics"]
+    with pytest.raises(ValueError, match=r"a dict with 'val' and 'test' logits, but got keys \['logits'\]"):
         record_of(config, {"logits": test}, data)
+    for test_only in (test, {"test": test}):
+        with pytest.raises(ValueError, match=r"Expected train_fn to return validation logits too"):
+            record_of(config, test_only, data)

@@ -14,6 +14,10 @@ dict with the keys below (the CLI's options, or a TOML file with the same names)
     batch_size, lr, optimizer, weight_decay, schedule, augment, train_size, test_size  # optional
     label_noise = 0.2                    # symmetric label noise on train and validation (optional)
 
+    [[sweep.data]]                       # TOML only: your own data sets, appended to `datasets`
+    path = "wine.csv"                    # relative to the config file
+    label_column = "target"              # and the other options of user_data.register
+
 ``train_size``/``test_size``/``epochs`` may be a number or a table keyed by data set.
 """
 
@@ -108,8 +112,13 @@ def build_grid(spec: dict[str, Any]) -> list[RunConfig]:
 
 def read_toml(path: str) -> dict[str, Any]:
     """A sweep spec from a TOML file (``tomllib``; ``tomli`` on Python 3.10): the ``[sweep]`` table, or
-    the top level when there is none. Raises :class:`SpecError` naming the file for a missing or
-    malformed file, and for keys outside ``[sweep]`` when it has one (they would be ignored)."""
+    the top level when there is none. A ``data`` key names the user's own data sets (a path, or tables
+    ``[[sweep.data]]`` with ``path`` and :func:`labelsmooth.experiment.user_data.register`'s options; relative
+    paths are relative to the file): they are registered here and their names appended to ``datasets``, the
+    same names ``--data PATH`` gives. Raises :class:`SpecError` naming the file for a missing or
+    malformed file, for keys outside ``[sweep]`` when it has one (they would be ignored), and for a bad
+    ``data`` entry (naming ``data[i]`` and the key); a data set that does not load raises its DataError,
+    prefixed with ``data[i]`` and the file."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -121,15 +130,37 @@ def read_toml(path: str) -> dict[str, Any]:
         raise SpecError(f"Cannot read the sweep config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"Expected TOML in the sweep config {path}, but it does not parse: {exc}") from None
-    if "sweep" not in data:
-        return data
-    outside = sorted(set(data) - {"sweep"})
-    if outside or not isinstance(data["sweep"], dict):
-        raise SpecError(
-            f"Expected every key of the sweep config {path} inside its [sweep] table, but got {outside} "
-            "outside it (they would be ignored): move them below [sweep]"
-        )
-    return data["sweep"]
+    if "sweep" in data:
+        outside = sorted(set(data) - {"sweep"})
+        if outside or not isinstance(data["sweep"], dict):
+            raise SpecError(
+                f"Expected every key of the sweep config {path} inside its [sweep] table, but got {outside} "
+                "outside it (they would be ignored): move them below [sweep]"
+            )
+        data = data["sweep"]
+    return _with_user_data(data, path)
+
+
+def _with_user_data(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    """The config's ``data`` entries (the user's own data sets) registered and appended to ``datasets``.
+
+    ``data`` is a path or a list of paths and tables (``[[sweep.data]]``) with ``path`` and the options of
+    :func:`labelsmooth.experiment.user_data.register`; relative paths are relative to the config file.
+    """
+    if "data" not in spec:
+        return spec
+    import os
+
+    from labelsmooth.experiment.user_data import register_config
+
+    spec = dict(spec)
+    names = register_config(spec.pop("data"), base=os.path.dirname(os.path.abspath(path)), where=path)
+    given = spec.get("datasets")
+    given = [] if given is None else [given] if isinstance(given, str) else given
+    if not isinstance(given, list):
+        raise SpecError(f"Expected `datasets` in {path} to be a list of names, but got {given!r}")
+    spec["datasets"] = list(given) + names
+    return spec
 
 
 def _list(spec: dict[str, Any], name: str) -> list:

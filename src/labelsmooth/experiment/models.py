@@ -59,7 +59,9 @@ def register(factory: Callable[..., nn.Module]) -> str:
     """The ``module:callable`` name of a factory or ``nn.Module`` class, for ``RunConfig(model=...)``.
 
     A callable importable under that name (defined at the top level of a module) works in every process
-    (sweep workers, Ray); another one (a lambda, a local function) is remembered in this process only.
+    (sweep workers, Ray) and its runs resume in a later process. Another one (a lambda, a local function)
+    is remembered in this process only, under a name holding its id: a sweep with worker processes or Ray
+    refuses it before running anything, and a later process cannot rebuild it (:func:`check_portable`).
 
     Example:
         >>> register(MLP)
@@ -82,10 +84,64 @@ def register(factory: Callable[..., nn.Module]) -> str:
     return name
 
 
+#: The names :func:`register` gives a lambda or a local function: the qualname made safe, then the object's id.
+_LOCAL_NAME = re.compile(r"[:.](?:_lambda_|_locals_)[\w.]*_[0-9a-f]{8,}$")
+_DEFINE_AT_TOP = (
+    "define the factory at the top level of a module (importable as module:callable) and register or name that instead"
+)
+
+
+def is_local(name: str) -> bool:
+    """Whether ``name`` is one :func:`register` gave a lambda or a local function (valid in its process only).
+
+    Example:
+        >>> is_local("nets:small"), is_local("__main__:_lambda__7f2a9c1b3d50")
+        (False, True)
+    """
+    return is_user_model(name) and _LOCAL_NAME.search(name) is not None
+
+
+def check_portable(names, *, processes: str | None = None) -> None:
+    """Raise :class:`ModelError` now, before anything runs, for a user model a run could not rebuild.
+
+    - A name :func:`register` gave a lambda or local function in *this* process, when the runs go to
+      ``processes`` (e.g. ``"the 2 worker processes of this sweep"``, or Ray tasks): they import models
+      by name and cannot see it.
+    - A name of that form that *this* process does not hold (it was registered in another process, e.g. a
+      store being resumed): its factory is gone.
+    - Any other user model that does not import (the import error, naming the model).
+
+    Example:
+        >>> check_portable(["mlp", "labelsmooth.experiment.models:MLP"], processes="2 workers")  # fine
+        >>> check_portable(["__main__:_lambda__7f2a9c1b3d50"])
+        Traceback (most recent call last):
+        ...
+        labelsmooth.experiment.models.ModelError: Model '__main__:_lambda__7f2a9c1b3d50' was registered ...
+    """
+    for name in dict.fromkeys(names):
+        if not is_user_model(name):
+            continue
+        if name in _REGISTERED:
+            if processes is not None and is_local(name):
+                raise ModelError(
+                    f"Model {name!r} is a lambda or local function registered in this process "
+                    f"(models.register); {processes} import models by name and cannot rebuild it: "
+                    f"{_DEFINE_AT_TOP}, or run in this process (workers=1, --workers 1)"
+                )
+            continue
+        _resolve(name)
+
+
 def _resolve(name: str) -> Callable[..., nn.Module]:
     if name in _REGISTERED:
         return _REGISTERED[name]
     module, _, attr = name.partition(":")
+    if is_local(name):
+        raise ModelError(
+            f"Model {name!r} was registered from a lambda or local function in another process (its name "
+            f"holds that object's id), so it cannot be rebuilt here and its runs cannot be resumed: "
+            f"{_DEFINE_AT_TOP}"
+        )
     try:
         obj = importlib.import_module(module)
     except ImportError as exc:

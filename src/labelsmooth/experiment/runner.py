@@ -251,7 +251,10 @@ def sweep(
     taken over once its lease expires or its process is gone. So several sweeps on one store (processes,
     or machines sharing it) split the work: ``skipped`` counts the runs already stored, by earlier sweeps
     or by another sweep while this one ran. ``check_data_first`` loads every data set of the pending runs
-    first (:func:`check_data`), so missing data stops the sweep before it stores any failed run.
+    first (:func:`check_data`), so missing data stops the sweep before it stores any failed run. User
+    models are checked first too (:func:`labelsmooth.experiment.models.check_portable`): one that does not
+    import, or a lambda or local function registered in this process when the runs go to worker processes
+    or Ray, raises :class:`~labelsmooth.experiment.models.ModelError` naming it before anything is stored.
 
     Example:
         >>> import tempfile, os
@@ -282,6 +285,10 @@ def sweep(
             return counts
         if check_data_first and (backend == "local" or address is None):
             check_data(todo, data_dir)
+        from labelsmooth.experiment.models import check_portable
+
+        elsewhere = "Ray tasks" if backend == "ray" else f"the {workers} worker processes" if workers > 1 else None
+        check_portable([c.model for c in todo], processes=elsewhere)  # before anything is claimed or stored
         other = _other_thread_counts(store, configs, threads)
         if other:
             print(

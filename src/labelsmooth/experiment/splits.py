@@ -9,6 +9,8 @@ The protocol (docs/experiments.md, "The protocol"):
   test split (:data:`REDRAW_TEST`: digits, whose 1,347/450 split is our own stratified draw), ``split > 0``
   re-draws train/test too: the pooled examples are split again, stratified, at the same test size
   (``random_state = TEST_SEED + split``), so the split variance is measured and not ignored.
+- Every carve is :func:`stratified_split` (also the study's and a user data set's test carve): where a
+  class is too small to stratify it draws at random and says so with a :class:`SplitWarning`.
 - ``split = 0`` is the standard partition; ``split = r`` is the r-th re-split. Every part depends only on
   the data set, ``split`` and ``val_fraction``, never on the run's seed.
 
@@ -76,19 +78,53 @@ class Splits(Parts):
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
 
-def _stratified(index: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(rest, part)``: ``size`` of ``index`` drawn stratified by ``y`` (plain random if a class has < 2)."""
+class SplitWarning(UserWarning):
+    """A part that could not be drawn stratified by class and was drawn at random instead (the message says why)."""
+
+
+def stratified_split(
+    index: np.ndarray, y: np.ndarray, size: int, seed: int, *, what: str = "the part"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, part)``: ``size`` of ``index`` drawn stratified by its labels ``y``, both sorted.
+
+    The one draw of every carved part (validation here, the test part of a user data set in
+    :mod:`labelsmooth.experiment.user_data`): ``sklearn.model_selection.train_test_split(index,
+    test_size=size, stratify=y, random_state=seed)``. Stratifying needs every class present to have at
+    least 2 examples, and both sides to have room for one of each class. Where that fails, the part is drawn
+    uniformly at random with the same seed (``numpy.random.default_rng(seed).permutation``) and a
+    :class:`SplitWarning` names ``what``, the smallest class and the reason: the split still happens (tiny
+    subsets and test fixtures rely on it), but never silently. Callers that can tell the user what to
+    change check first and raise instead (a user data set's test part, :func:`user_data.register`).
+
+    Example:
+        >>> rest, part = stratified_split(np.arange(8), np.array([0, 0, 0, 0, 1, 1, 1, 1]), 4, seed=0)
+        >>> len(part), sorted(np.array([0, 0, 0, 0, 1, 1, 1, 1])[part].tolist())
+        (4, [0, 0, 1, 1])
+    """
     from sklearn.model_selection import train_test_split
 
+    index, y = np.asarray(index), np.asarray(y)
     counts = np.bincount(y)
-    present = counts[counts > 0]
-    can_stratify = present.min() >= 2 and size >= len(present) and len(index) - size >= len(present)
-    if can_stratify:
-        rest, part = train_test_split(index, test_size=size, stratify=y, random_state=seed)
+    present = np.flatnonzero(counts)
+    smallest = int(present[np.argmin(counts[present])])
+    if counts[smallest] < 2:
+        why = f"class {smallest} has {counts[smallest]} example (stratifying needs 2 of each class)"
+    elif size < len(present) or len(index) - size < len(present):
+        why = f"{size} of {len(index)} examples cannot hold each of the {len(present)} classes on both sides"
     else:
-        order = np.random.default_rng(seed).permutation(len(index))
-        part, rest = index[order[:size]], index[order[size:]]
-    return np.sort(rest), np.sort(part)
+        rest, part = train_test_split(index, test_size=size, stratify=y, random_state=seed)
+        return np.sort(rest), np.sort(part)
+    import warnings
+
+    warnings.warn(f"{what} is drawn at random, not stratified: {why}", SplitWarning, stacklevel=2)
+    order = np.random.default_rng(seed).permutation(len(index))
+    return np.sort(index[order[size:]]), np.sort(index[order[:size]])
+
+
+def _shown(name: str) -> str:
+    from labelsmooth.experiment import user_data
+
+    return user_data.short_name(name) if user_data.is_user_name(name) else name
 
 
 def make_splits(dataset, split: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION) -> Splits:
@@ -129,7 +165,9 @@ def make_splits(dataset, split: int = 0, val_fraction: float = DEFAULT_VAL_FRACT
     train_pool = np.arange(n_train + n_val_given)
     test_index = np.arange(n_train + n_val_given, len(y_np))
     if split > 0 and dataset.name in REDRAW_TEST:
-        train_pool, test_index = _stratified(np.arange(len(y_np)), y_np, n_test, TEST_SEED + split)
+        train_pool, test_index = stratified_split(
+            np.arange(len(y_np)), y_np, n_test, TEST_SEED + split, what=f"the test part of {_shown(dataset.name)}"
+        )
     if n_val_given and split == 0:
         train_index, val_index = np.arange(n_train), np.arange(n_train, n_train + n_val_given)
     else:
@@ -139,7 +177,9 @@ def make_splits(dataset, split: int = 0, val_fraction: float = DEFAULT_VAL_FRACT
                 f"Expected a training part of at least 2 examples to carve a validation part from, but "
                 f"{dataset.name} has {len(train_pool)} (val_fraction={val_fraction})"
             )
-        train_index, val_index = _stratified(train_pool, y_np[train_pool], n_val, VAL_SEED + split)
+        train_index, val_index = stratified_split(
+            train_pool, y_np[train_pool], n_val, VAL_SEED + split, what=f"the validation part of {_shown(dataset.name)}"
+        )
     return Splits(
         dataset.name,
         x[train_index],

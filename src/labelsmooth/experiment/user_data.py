@@ -36,7 +36,7 @@ Class names are the sorted sub-folder names or label values. Where no test part 
 :data:`labelsmooth.experiment.data.DATA_SEED`; each class needs at least 2 examples for that. Inputs are
 standardised (per channel for images, per column for tables) with the training part's mean and standard
 deviation unless ``standardise=False``. A data set whose float32 arrays would exceed
-:func:`memory_limit` (half the available memory, or ``$LABELSMOOTH_MAX_DATA_BYTES``) is refused before
+:func:`memory_limit` (1/8 of the available memory, or ``$LABELSMOOTH_MAX_DATA_BYTES``) is refused before
 it is read, with the sizes in the message.
 """
 
@@ -211,6 +211,72 @@ def load(source, *, train_size: int | None = None, test_size: int | None = None,
     )
 
 
+#: The keys of one ``data`` entry of a sweep config (TOML): the path and :func:`register`'s options.
+CONFIG_KEYS = ("path", "label_column", "image_size", "image_mode", "categorical", "standardise", "test_fraction")
+
+
+def register_config(entries, *, base: os.PathLike | str, where: str) -> list[str]:
+    """The names of the user data sets a sweep config's ``data`` key names, as :func:`register` gives them.
+
+    ``entries`` is a path, or a list of paths and tables with the keys :data:`CONFIG_KEYS` (``path``
+    required; the others are :func:`register`'s options, ``image_size`` as ``"HxW"`` or ``[H, W]``). A
+    relative path is taken relative to ``base`` (the config file's folder). The same path and options give
+    the same name as ``--data PATH`` with the same options, so runs are shared and resumed across both.
+
+    Raises:
+        ValueError (:class:`~labelsmooth.experiment.grid.SpecError`): a malformed entry, naming
+            ``data[i]``, the key and the value, and ``where`` (the file).
+        DataError and its kin: the data set does not load; the message starts with ``data[i]`` and ``where``.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> folder = tempfile.mkdtemp(); np.savez(os.path.join(folder, "a.npz"), x_train=np.eye(10),
+        ...                                       y_train=np.arange(10) % 2)
+        >>> [n.split("?")[0].rsplit("/", 1)[1] for n in register_config(["a.npz"], base=folder, where="t.toml")]
+        ['a.npz']
+    """
+    from labelsmooth.experiment.grid import SpecError
+
+    items = [entries] if isinstance(entries, (str, dict)) else entries
+    if not isinstance(items, list) or not items:
+        raise SpecError(
+            f"Expected `data` in {where} to be a path, a table with `path`, or a non-empty list of them "
+            f'(e.g. [[sweep.data]] path = "wine.csv" label_column = "target"), but got {entries!r}'
+        )
+    names = []
+    for i, item in enumerate(items):
+        at = f"`data[{i}]`" if len(items) > 1 or isinstance(entries, list) else "`data`"
+        options = {"path": item} if isinstance(item, str) else item
+        if not isinstance(options, dict):
+            raise SpecError(f"Expected {at} in {where} to be a path or a table, but got {item!r}")
+        unknown = sorted(set(options) - set(CONFIG_KEYS))
+        if unknown:
+            raise SpecError(
+                f"Expected the keys of {at} in {where} among {list(CONFIG_KEYS)}, but got unknown {unknown}"
+            )
+        path = options.get("path")
+        if not isinstance(path, str) or not path:
+            raise SpecError(f"Expected {at}.path in {where} to be a file or folder path, but got {path!r}")
+        full = Path(path).expanduser()
+        full = full if full.is_absolute() else Path(base) / full
+        kwargs = {k: (tuple(v) if k == "image_size" and isinstance(v, list) else v) for k, v in options.items()}
+        del kwargs["path"]
+        try:
+            names.append(register(full, **kwargs))
+        except TypeError as exc:
+            raise SpecError(f"{at} ({path}) in {where}: {exc}") from None
+        except ValueError as exc:  # DataError, MissingExtra and option errors, naming the option
+            raise _with_prefix(exc, f"{at} ({path}) in {where}: ") from None
+    return names
+
+
+def _with_prefix(exc: Exception, prefix: str) -> Exception:
+    try:
+        return type(exc)(prefix + str(exc))
+    except TypeError:  # an exception type with another constructor
+        return DataError(prefix + str(exc))
+
+
 _FULL: dict[str, Dataset] = {}  # name -> the full data set, for the names registered or loaded here
 
 
@@ -277,9 +343,16 @@ def describe_line(dataset: Dataset, limit: int = 10) -> str:
     return f"classes: {len(pairs)} ({shown} in training; imbalance {d['imbalance']:.2f})"
 
 
+#: Loading a data set holds up to this many times its float32 inputs at the peak (the inputs as read, their
+#: standardisation in float64, the full data set and its train/validation/test parts): measured 6.5x on a
+#: 95 MiB .npz (docs/own-data.md, "Memory"), rounded up.
+PEAK_FACTOR = 8
+
+
 def memory_limit() -> int:
-    """The most bytes of float32 inputs a data set may take: ``$LABELSMOOTH_MAX_DATA_BYTES``, else half the
-    available memory (``MemAvailable`` in /proc/meminfo; 8 GiB where that cannot be read)."""
+    """The most bytes of float32 inputs a data set may take: ``$LABELSMOOTH_MAX_DATA_BYTES``, else the
+    available memory (``MemAvailable`` in /proc/meminfo; 16 GiB where that cannot be read) divided by
+    :data:`PEAK_FACTOR`."""
     return _memory_limit()[0]
 
 
@@ -297,10 +370,13 @@ def _memory_limit() -> tuple[int, str]:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2, "half the available memory"
+                    return (
+                        int(line.split()[1]) * 1024 // PEAK_FACTOR,
+                        f"1/{PEAK_FACTOR} of the available memory",
+                    )
     except (OSError, ValueError, IndexError):
         pass
-    return 8 << 30, "8 GiB: the available memory is unknown"
+    return (16 << 30) // PEAK_FACTOR, f"1/{PEAK_FACTOR} of 16 GiB: the available memory is unknown"
 
 
 def _bytes(n: float) -> str:
@@ -320,8 +396,9 @@ def _check_memory(what: str, need: int, detail: str) -> None:
     if need > limit:
         raise DataError(
             f"{what} needs {_bytes(need)} in memory ({detail}), more than the limit of {_bytes(limit)} ({why}). "
-            "Data sets are held in memory, not read lazily: resize the images (--image-size, image_size=) or "
-            "use a part of the data (or raise $LABELSMOOTH_MAX_DATA_BYTES if the memory is there)"
+            f"Data sets are held in memory, not read lazily, and loading one takes up to {PEAK_FACTOR} times its "
+            "inputs at the peak: resize the images (--image-size, image_size=) or use a part of the data; raise "
+            "$LABELSMOOTH_MAX_DATA_BYTES (bytes of float32 inputs) if the memory is there"
         )
 
 
@@ -472,9 +549,8 @@ def _finish(kind: str, path: Path, opts: _Options, raw: _Raw) -> Dataset:
 
 
 def _carve(x: np.ndarray, y: np.ndarray, fraction: float, raw: _Raw, path: Path):
-    """A stratified test part of ``fraction`` (seed DATA_SEED), both parts in their original order."""
-    from sklearn.model_selection import train_test_split
-
+    """A stratified test part of ``fraction`` (seed DATA_SEED), both parts in their original order; a class
+    too small to stratify is refused here, naming it (the user can add examples or give a test part)."""
     counts = np.bincount(y, minlength=len(raw.classes))
     small = [k for k in range(len(counts)) if counts[k] < 2]
     if small:
@@ -491,8 +567,9 @@ def _carve(x: np.ndarray, y: np.ndarray, fraction: float, raw: _Raw, path: Path)
             f"{len(y) - n_test} training examples, too few to hold each of the {len(counts)} classes in both; "
             "change test_fraction (--test-fraction) or give a test part"
         )
-    idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=n_test, stratify=y, random_state=DATA_SEED)
-    idx_tr, idx_te = np.sort(idx_tr), np.sort(idx_te)
+    from labelsmooth.experiment.splits import stratified_split  # the one stratified draw (checked above: it stratifies)
+
+    idx_tr, idx_te = stratified_split(np.arange(len(y)), y, n_test, DATA_SEED, what=f"the test part of {path}")
     return x[idx_tr], y[idx_tr], x[idx_te], y[idx_te]
 
 
@@ -709,10 +786,9 @@ def _read_npz(path: Path) -> _Raw:
             for a, b in (("x_test", "y_test"), ("x_val", "y_val")):
                 if (a in names) != (b in names):
                     raise DataError(f"{path} holds {a if a in names else b} without {b if a in names else a}")
-            for key in ("x_train", "x_test", "x_val"):
-                if key in names:
-                    size = f.zip.getinfo(key + ".npy").file_size
-                    _check_memory(f"{key} in {path}", size, f"{size:,} bytes uncompressed")
+            inputs = [key for key in ("x_train", "x_test", "x_val") if key in names]
+            size = sum(f.zip.getinfo(key + ".npy").file_size for key in inputs)  # all parts are held at once
+            _check_memory(f"{', '.join(inputs)} in {path}", size, f"{size:,} bytes uncompressed")
             arrays = {
                 k: f[k] for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "classes") if k in names
             }
