@@ -152,7 +152,7 @@ def test_with_validation_is_make_splits(blobs):
     "kwargs, message",
     [
         (dict(search={"lr": [0.1]}, hparams={"lr": 0.5}), r"either fixed \(`hparams`\) or searched \(`search`\), but got \['lr'\] in both"),
-        (dict(search={"momentum": [0.9]}), r"search-space fields among \['lr', 'weight_decay', 'epochs'\], but got unknown \['momentum'\]"),
+        (dict(search={"momentum": [0.9]}), r"search-space fields among \['lr', 'weight_decay'\], but got unknown \['momentum'\]"),
         (dict(search={"lr": []}), r"at least one value for `search.lr`"),
         (dict(search=[0.1]), r"Expected `search` to be a dict"),
         (dict(resplits=0), r"`resplits` to be an integer >= 1, but got 0"),

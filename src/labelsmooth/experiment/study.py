@@ -23,7 +23,7 @@ The protocol, with :mod:`labelsmooth.experiment.tuning`'s own functions (the swe
    part, ``val_fraction``, seed ``VAL_SEED + split``; ``resplits`` R repeats over R partitions), exactly
    as a sweep's runs get them.
 2. Tuning (:func:`~labelsmooth.experiment.tuning.trial_configs`): every setting × split gets one trial per
-   point of ``search`` (a grid over ``lr``, ``weight_decay``, ``epochs``; the same budget for every
+   point of ``search`` (a grid over ``lr`` and ``weight_decay``; the same budget for every
    setting) with the first seed.
 3. Selection on validation only (:func:`~labelsmooth.experiment.tuning.final_configs`, which uses
    :func:`~labelsmooth.experiment.tuning.select`): highest validation accuracy, then lowest validation
@@ -36,7 +36,7 @@ The protocol, with :mod:`labelsmooth.experiment.tuning`'s own functions (the swe
 How ``train_fn`` gets its hyperparameters: ``hparams`` is a new dict per call, the fixed ``hparams`` given
 to :func:`study` plus the searched fields of the run's point (only those in ``search``; a field both
 fixed and searched is refused). The searched values are also the run's ``RunConfig.lr`` /
-``weight_decay`` / ``epochs``, so they are in its key and the report shows the chosen point; the fixed
+``weight_decay``, so they are in its key and the report shows the chosen point; the fixed
 ``hparams`` enter the key through a hash in the model name. Without ``search`` there is no tuning: one
 point, the fixed ``hparams``, and each seed is one run. ``train_fn`` must return validation logits: the
 selection and the temperature are fitted on them.
@@ -128,8 +128,8 @@ def study(
         store: the SQLite store to write (created if missing; shared with sweeps is fine).
         gammas, smoothings, convention, betas: the settings besides cross-entropy (as ``labelsmooth sweep``).
         seeds: a number N (seeds 0..N-1) or a list of seeds; the first one tunes.
-        search: the search space, ``{"lr": [...], "weight_decay": [...], "epochs": [...]}`` (any of the
-            three; :func:`labelsmooth.experiment.tuning.search_points`); None: no tuning. The sweep's
+        search: the search space, ``{"lr": [...], "weight_decay": [...]}`` (either or both;
+            :func:`labelsmooth.experiment.tuning.search_points`); None: no tuning. The sweep's
             default is :data:`labelsmooth.experiment.tuning.DEFAULT_SEARCH` (for AdamW): pass it to use it.
         hparams: a JSON-serialisable dict of fixed hyperparameters, merged with the search point into the
             dict each call gets; its hash is part of the run keys.
