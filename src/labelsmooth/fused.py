@@ -43,6 +43,8 @@ class _PrecomputedGrad(torch.autograd.Function):
         if ctx.per_row:
             cdim = class_dim(grad)
             return grad * grad_output.unsqueeze(cdim).to(grad.dtype), None, None, None
+        if torch.compiler.is_compiling():  # a graph has no handover (and no host sync): the product, fused
+            return grad * grad_output.to(grad.dtype), None, None, None
         if bool(grad_output != 1):
             return grad * grad_output.to(grad.dtype), None, None, None
         ctx.grad = None
@@ -56,6 +58,8 @@ def _check_inplace(input: Tensor, logits: Tensor) -> None:
             "Expected argument `input` to be an activation (a non-leaf tensor) when inplace=True, because the "
             "gradient overwrites its storage, but got a leaf tensor that requires grad (or a view of one)"
         )
+    if torch.compiler.is_compiling():  # no storage to compare in a graph; the compiler orders the writes
+        return
     if not logits.is_contiguous() or (logits.numel() and logits.data_ptr() != input.data_ptr()):
         raise ValueError(
             "Expected argument `input` to be contiguous with the class dimension last in memory when "

@@ -129,7 +129,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     "computed in the forward pass and handed over without a copy; recompute the loss"
                 )
             gh, gW, gb = ctx.grads
-            if bool(grad_output != 1):  # a scaled copy; the buffers stay for another backward pass
+            if torch.compiler.is_compiling():  # a graph has no handover (and no host sync): the products
+                g = grad_output.to(gh.dtype)
+                gh, gW, gb = gh * g, gW * g, None if gb is None else gb * g
+            elif bool(grad_output != 1):  # a scaled copy; the buffers stay for another backward pass
                 g = grad_output.to(gh.dtype)
                 gh, gW, gb = gh * g, gW * g, None if gb is None else gb * g
             else:  # loss.backward(): hand the buffers over without a copy

@@ -26,14 +26,14 @@ compiles on first use and needs a C++ compiler on CPUs).
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from types import ModuleType
 
+import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.kernels import torch_backend, triton_backend
+from labelsmooth.kernels import compiled_backend, torch_backend, triton_backend
 
 BACKENDS = ("auto", "torch", "triton", "compiled")
 
@@ -58,12 +58,12 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
     if backend == "torch":
         return torch_backend
     if backend == "compiled":
-        if logits.device.type == "cpu" and _cxx_compiler() is None:
+        if logits.device.type == "cpu" and not torch.compiler.is_compiling() and _cxx_compiler() is None:
             raise ValueError(
                 "Expected argument `backend` to be 'compiled' only where torch.compile can build CPU kernels, "
                 "but no C++ compiler (g++ or clang++, or $CXX) was found; use backend='torch'"
             )
-        return importlib.import_module("labelsmooth.kernels.compiled_backend")
+        return compiled_backend
     if backend == "auto":
         return triton_backend if logits.is_cuda and triton_backend.can_run(logits.device) else torch_backend
     if not triton_backend.is_available():
@@ -79,4 +79,4 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
     return triton_backend
 
 
-__all__ = ["BACKENDS", "select_backend", "torch_backend", "triton_backend"]
+__all__ = ["BACKENDS", "compiled_backend", "select_backend", "torch_backend", "triton_backend"]
