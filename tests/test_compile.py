@@ -13,7 +13,8 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import labelsmooth as L
-from labelsmooth.kernels import _cxx_compiler
+from labelsmooth import kernels
+from labelsmooth.kernels import _cxx_compiler, select_backend
 
 N, K, D = 12, 7, 5
 DT = torch.float64
@@ -139,11 +140,20 @@ needs_compiler = pytest.mark.skipif(_cxx_compiler() is None, reason="Inductor ne
 
 
 @needs_compiler
-@pytest.mark.parametrize(
-    "name", ["cross_entropy prior", "fused torch prior weight chunks", "LigerCompatibleFusedLinearCrossEntropyLoss"]
-)
+@pytest.mark.parametrize("name", ["fused auto none", "LigerCompatibleFusedLinearCrossEntropyLoss"])
 def test_inductor_compiled_step_equals_eager(name):
     _check_compiled_equals_eager(name, "inductor")
+
+
+def test_auto_takes_the_compiled_backend_for_large_cpu_logits_when_a_compiler_is_found(monkeypatch):
+    large = torch.zeros(1).expand(kernels.AUTO_COMPILED_ELEMENTS // 1024, 1024)  # no memory behind it
+    small = torch.zeros(4, 3)
+    assert select_backend("auto", small) is kernels.torch_backend
+    monkeypatch.setattr(kernels, "_cxx_compiler", lambda: "/usr/bin/g++")
+    assert select_backend("auto", large) is kernels.compiled_backend
+    monkeypatch.setattr(kernels, "_cxx_compiler", lambda: None)
+    assert select_backend("auto", large) is kernels.torch_backend
+    assert select_backend("torch", large) is kernels.torch_backend
 
 
 def test_target_range_is_asserted_inside_the_graph():

@@ -104,6 +104,12 @@ def fused_cross_entropy(
     raises; other upstream gradients get a scaled copy. Class indices outside [0, C) raise ValueError
     once the kernel has run (with ``inplace=True`` the logits are overwritten by then).
 
+    Under ``torch.compile`` (fullgraph works, forward and backward): the class-index and prior checks are
+    assertions inside the graph (RuntimeError naming the argument, without the offending value, which
+    would need a host sync); backward multiplies the stored gradient by grad_output (a graph has no
+    buffer handover); the storage checks of ``inplace=True`` are skipped (the compiler orders the
+    writes); ``backend="compiled"`` traces its chunk computation into the caller's graph, all rows at once.
+
     Args:
         input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk).
         target: class indices of the input's shape without C (or ``ignore_index``), or probabilities.
