@@ -145,15 +145,12 @@ def test_inductor_compiled_step_equals_eager(name):
     _check_compiled_equals_eager(name, "inductor")
 
 
-def test_auto_takes_the_compiled_backend_for_large_cpu_logits_when_a_compiler_is_found(monkeypatch):
-    large = torch.zeros(1).expand(kernels.AUTO_COMPILED_ELEMENTS // 1024, 1024)  # no memory behind it
-    small = torch.zeros(4, 3)
-    assert select_backend("auto", small) is kernels.torch_backend
-    monkeypatch.setattr(kernels, "_cxx_compiler", lambda: "/usr/bin/g++")
-    assert select_backend("auto", large) is kernels.compiled_backend
-    monkeypatch.setattr(kernels, "_cxx_compiler", lambda: None)
-    assert select_backend("auto", large) is kernels.torch_backend
-    assert select_backend("torch", large) is kernels.torch_backend
+def test_auto_keeps_the_plain_backend_on_cpus_in_eager_mode_and_traces_the_compiled_one_under_compile():
+    z = torch.zeros(4, 3)
+    assert select_backend("auto", z) is kernels.torch_backend
+    picked = []
+    torch.compile(lambda z: picked.append(select_backend("auto", z)) or z * 2, fullgraph=True, backend="eager")(z)
+    assert picked == [kernels.compiled_backend]
 
 
 def test_target_range_is_asserted_inside_the_graph():

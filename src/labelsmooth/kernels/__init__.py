@@ -21,7 +21,7 @@ refuses the terms for it).
 Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
 device-agnostic PyTorch; :mod:`.triton_backend` runs Triton kernels on CUDA devices;
 :mod:`.compiled_backend` is the torch backend's computation fused by ``torch.compile`` (it compiles on
-first use and needs a C++ compiler on CPUs; "auto" takes it for large CPU inputs, :func:`select_backend`).
+first use and needs a C++ compiler on CPUs; "auto" takes it inside a caller's torch.compile).
 """
 
 from __future__ import annotations
@@ -36,10 +36,6 @@ from labelsmooth import _validation as V
 from labelsmooth.kernels import compiled_backend, torch_backend, triton_backend
 
 BACKENDS = ("auto", "torch", "triton", "compiled")
-# "auto" takes the compiled backend for CPU logits this large (4M entries, 16 MiB of float32: 131 rows at
-# K = 32,000), where one compilation per process is repaid within a few steps; smaller ones keep the plain
-# backend (no compile latency for small or one-off calls).
-AUTO_COMPILED_ELEMENTS = 1 << 22
 
 
 def _cxx_compiler() -> str | None:
@@ -53,11 +49,10 @@ def _cxx_compiler() -> str | None:
 
 
 def select_backend(backend: str, logits: Tensor) -> ModuleType:
-    """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run; on CPUs the
-    compiled backend inside a caller's torch.compile (its chunk computation is traced into the caller's
-    graph) and for logits of at least :data:`AUTO_COMPILED_ELEMENTS` entries when a C++ compiler is found
-    (it compiles once per process and dtype, 10-40 s, and is then the fastest CPU path: docs/performance.md);
-    else torch.
+    """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run, the compiled
+    backend for CPU tensors inside a caller's torch.compile (its chunk computation is then traced into the
+    caller's graph), else torch. In eager mode "auto" keeps the plain backend on CPUs: it was the faster one
+    in the last paired measurement (docs/performance.md, "torch.compile").
 
     "triton" raises ValueError where it cannot run: triton missing, or CPU tensors without
     ``TRITON_INTERPRET=1``. "compiled" raises ValueError when no C++ compiler is found.
@@ -75,9 +70,7 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
     if backend == "auto":
         if logits.is_cuda and triton_backend.can_run(logits.device):
             return triton_backend
-        if logits.device.type == "cpu" and (
-            torch.compiler.is_compiling() or (logits.numel() >= AUTO_COMPILED_ELEMENTS and _cxx_compiler() is not None)
-        ):
+        if logits.device.type == "cpu" and torch.compiler.is_compiling():
             return compiled_backend
         return torch_backend
     if not triton_backend.is_available():
@@ -94,7 +87,6 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
 
 
 __all__ = [
-    "AUTO_COMPILED_ELEMENTS",
     "BACKENDS",
     "compiled_backend",
     "select_backend",

@@ -4,8 +4,8 @@ See :mod:`labelsmooth.kernels` for the contract. :func:`_rows` states the whole 
 out of place, with the loss formula of :func:`.torch_backend.loss_terms`; TorchInductor turns it into one
 C++/OpenMP kernel per chunk (docs/performance.md describes its loops and costs). It needs a C++ compiler
 (g++ or clang++) and compiles on first use for each new dtype, prior kind and class count; rows may change
-without recompiling. "auto" takes it for large CPU inputs and inside a caller's torch.compile
-(:func:`labelsmooth.kernels.select_backend`).
+without recompiling. In eager mode it is opt-in (``backend="compiled"``); "auto" takes it only inside a
+caller's torch.compile (:func:`labelsmooth.kernels.select_backend`), where nothing extra is compiled.
 """
 
 from __future__ import annotations
