@@ -145,12 +145,11 @@ def test_inductor_compiled_step_equals_eager(name):
     _check_compiled_equals_eager(name, "inductor")
 
 
-def test_auto_keeps_the_plain_backend_on_cpus_in_eager_mode_and_traces_the_compiled_one_under_compile():
+def test_auto_keeps_the_plain_backend_on_cpus_in_eager_mode_and_traces_the_compiled_one_under_compile(monkeypatch):
     z = torch.zeros(4, 3)
     assert select_backend("auto", z) is kernels.torch_backend
-    picked = []
-    torch.compile(lambda z: picked.append(select_backend("auto", z)) or z * 2, fullgraph=True, backend="eager")(z)
-    assert picked == [kernels.compiled_backend]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # what Dynamo reports while tracing
+    assert select_backend("auto", z) is kernels.compiled_backend
 
 
 def test_target_range_is_asserted_inside_the_graph():
