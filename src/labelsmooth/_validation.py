@@ -139,13 +139,30 @@ def as_index(target: Tensor) -> Tensor:
     return target if target.dtype == torch.int64 else target.long()
 
 
+def assert_in_graph(condition: Tensor, message: str) -> None:
+    """Under torch.compile, where a host sync would break the graph: ``condition`` (a 0-d bool tensor) is
+    asserted by the graph itself as it runs (``torch._assert_async``), raising RuntimeError with
+    ``message`` and a note that the offending value is not reported."""
+    torch._assert_async(condition, f"{message} (checked inside torch.compile, which cannot report the value)")
+
+
 def check_target_range(target: Tensor, num_classes: int | None, ignore_index: int | None) -> None:
     """Class indices in [0, C) (C = ``num_classes``; any index >= 0 for None), or equal to ``ignore_index``
     (None: no value is ignored).
 
     One reduction and one host sync; a second pair when some targets lie outside [0, C), as ignored ones do.
+    Under torch.compile the check is an assertion in the graph instead (:func:`assert_in_graph`): a
+    RuntimeError without the value, since reading it would need a host sync.
     """
     if not target.numel():
+        return
+    if torch.compiler.is_compiling():  # no host sync in a graph: an assertion that runs with it
+        ok = target >= 0 if num_classes is None else (target >= 0) & (target < num_classes)
+        if ignore_index is not None:
+            ok |= target == ignore_index
+        rule = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
+        also = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+        assert_in_graph(ok.all(), f"Expected argument `target` to hold class indices {rule}{also}")
         return
     limit = math.inf if num_classes is None else num_classes
     low, high = torch.aminmax(target)
@@ -182,8 +199,23 @@ def check_weight(weight: Tensor | None, num_classes: int, name: str = "weight") 
 
 
 def check_prior(prior: Tensor | None, num_classes: int, convention: str = "uniform") -> None:
-    """A probability vector of length K: finite, non-negative, summing to 1 (tolerance 1e-6)."""
+    """A probability vector of length K: finite, non-negative, summing to 1 (tolerance 1e-6).
+
+    Under torch.compile the values are asserted by the graph (:func:`assert_in_graph`: RuntimeError)."""
     if _check_class_vector("prior", prior, num_classes) is None:
+        return
+    if torch.compiler.is_compiling():  # the same rules, asserted by the graph (no host sync)
+        p = prior.detach().double()
+        assert_in_graph(torch.isfinite(p).all(), "Expected argument `prior` to be finite")
+        assert_in_graph((p >= 0).all(), "Expected argument `prior` to be non-negative")
+        assert_in_graph(
+            (p.sum() - 1.0).abs() <= PRIOR_SUM_TOLERANCE,
+            f"Expected argument `prior` to sum to 1 (tolerance {PRIOR_SUM_TOLERANCE})",
+        )
+        if convention == "others":
+            assert_in_graph(
+                (p < 1.0).all(), "Expected argument `prior` to put mass below 1 on every class with convention='others'"
+            )
         return
     p = prior.detach().double()
     if not bool(torch.isfinite(p).all()):

@@ -43,6 +43,8 @@ class _PrecomputedGrad(torch.autograd.Function):
         if ctx.per_row:
             cdim = class_dim(grad)
             return grad * grad_output.unsqueeze(cdim).to(grad.dtype), None, None, None
+        if torch.compiler.is_compiling():  # a graph has no handover (and no host sync): the product, fused
+            return grad * grad_output.to(grad.dtype), None, None, None
         if bool(grad_output != 1):
             return grad * grad_output.to(grad.dtype), None, None, None
         ctx.grad = None
@@ -56,6 +58,8 @@ def _check_inplace(input: Tensor, logits: Tensor) -> None:
             "Expected argument `input` to be an activation (a non-leaf tensor) when inplace=True, because the "
             "gradient overwrites its storage, but got a leaf tensor that requires grad (or a view of one)"
         )
+    if torch.compiler.is_compiling():  # no storage to compare in a graph; the compiler orders the writes
+        return
     if not logits.is_contiguous() or (logits.numel() and logits.data_ptr() != input.data_ptr()):
         raise ValueError(
             "Expected argument `input` to be contiguous with the class dimension last in memory when "
@@ -99,6 +103,12 @@ def fused_cross_entropy(
     ``loss.backward()`` hands the buffer over without a copy: a second backward through the same graph
     raises; other upstream gradients get a scaled copy. Class indices outside [0, C) raise ValueError
     once the kernel has run (with ``inplace=True`` the logits are overwritten by then).
+
+    Under ``torch.compile`` (fullgraph works, forward and backward): the class-index and prior checks are
+    assertions inside the graph (RuntimeError naming the argument, without the offending value, which
+    would need a host sync); backward multiplies the stored gradient by grad_output (a graph has no
+    buffer handover); the storage checks of ``inplace=True`` are skipped (the compiler orders the
+    writes); ``backend="compiled"`` traces its chunk computation into the caller's graph, all rows at once.
 
     Args:
         input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk).

@@ -129,7 +129,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     "computed in the forward pass and handed over without a copy; recompute the loss"
                 )
             gh, gW, gb = ctx.grads
-            if bool(grad_output != 1):  # a scaled copy; the buffers stay for another backward pass
+            if torch.compiler.is_compiling():  # a graph has no handover (and no host sync): the products
+                g = grad_output.to(gh.dtype)
+                gh, gW, gb = gh * g, gW * g, None if gb is None else gb * g
+            elif bool(grad_output != 1):  # a scaled copy; the buffers stay for another backward pass
                 g = grad_output.to(gh.dtype)
                 gh, gW, gb = gh * g, gW * g, None if gb is None else gb * g
             else:  # loss.backward(): hand the buffers over without a copy
@@ -167,7 +170,9 @@ def linear_cross_entropy(
     rows. The gradients of input, ``linear_weight`` and ``linear_bias`` are accumulated in the forward
     pass (for ``reduction="none"``, where they depend on grad_output, backward recomputes the chunks).
     ``loss.backward()`` hands them over without a copy (a second backward raises); other upstream
-    gradients get scaled copies. float16/bfloat16 are computed in float32. Class indices only.
+    gradients get scaled copies. float16/bfloat16 are computed in float32. Class indices only. Under
+    ``torch.compile`` (fullgraph works) the checks of the targets and prior are assertions inside the graph
+    (RuntimeError naming the argument, without the value), and backward multiplies by grad_output.
 
     Args:
         input: (N, D) or (..., D) hidden states.

@@ -76,6 +76,8 @@ def cross_entropy(
     kernel, in the compute dtype); with a prior, or an "others" ε beyond (K − 1)/K, by the linear form of
     :mod:`labelsmooth.targets`.
     float16/bfloat16 logits are computed in float32 and the loss returned in their dtype.
+    Under ``torch.compile`` (fullgraph works) the class-index and prior checks are assertions inside the
+    graph: RuntimeError naming the argument, without the offending value.
 
     Args:
         input: logits, shape (C,), (N, C) or (N, C, d1, ..., dk); floating point.

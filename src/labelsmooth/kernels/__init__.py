@@ -20,20 +20,20 @@ refuses the terms for it).
 
 Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
 device-agnostic PyTorch; :mod:`.triton_backend` runs Triton kernels on CUDA devices;
-:mod:`.compiled_backend` is the torch backend's computation fused by ``torch.compile`` (opt-in: it
-compiles on first use and needs a C++ compiler on CPUs).
+:mod:`.compiled_backend` is the torch backend's computation fused by ``torch.compile`` (it compiles on
+first use and needs a C++ compiler on CPUs; "auto" takes it inside a caller's torch.compile).
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from types import ModuleType
 
+import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.kernels import torch_backend, triton_backend
+from labelsmooth.kernels import compiled_backend, torch_backend, triton_backend
 
 BACKENDS = ("auto", "torch", "triton", "compiled")
 
@@ -49,7 +49,10 @@ def _cxx_compiler() -> str | None:
 
 
 def select_backend(backend: str, logits: Tensor) -> ModuleType:
-    """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run, else torch.
+    """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run, the compiled
+    backend for CPU tensors inside a caller's torch.compile (its chunk computation is then traced into the
+    caller's graph), else torch. In eager mode "auto" keeps the plain backend on CPUs: it was the faster one
+    in the last paired measurement (docs/performance.md, "torch.compile").
 
     "triton" raises ValueError where it cannot run: triton missing, or CPU tensors without
     ``TRITON_INTERPRET=1``. "compiled" raises ValueError when no C++ compiler is found.
@@ -58,14 +61,18 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
     if backend == "torch":
         return torch_backend
     if backend == "compiled":
-        if logits.device.type == "cpu" and _cxx_compiler() is None:
+        if logits.device.type == "cpu" and not torch.compiler.is_compiling() and _cxx_compiler() is None:
             raise ValueError(
                 "Expected argument `backend` to be 'compiled' only where torch.compile can build CPU kernels, "
                 "but no C++ compiler (g++ or clang++, or $CXX) was found; use backend='torch'"
             )
-        return importlib.import_module("labelsmooth.kernels.compiled_backend")
+        return compiled_backend
     if backend == "auto":
-        return triton_backend if logits.is_cuda and triton_backend.can_run(logits.device) else torch_backend
+        if logits.is_cuda and triton_backend.can_run(logits.device):
+            return triton_backend
+        if logits.device.type == "cpu" and torch.compiler.is_compiling():
+            return compiled_backend
+        return torch_backend
     if not triton_backend.is_available():
         raise ValueError(
             "Expected argument `backend` to name an installed backend, but got 'triton' "
@@ -79,4 +86,10 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
     return triton_backend
 
 
-__all__ = ["BACKENDS", "select_backend", "torch_backend", "triton_backend"]
+__all__ = [
+    "BACKENDS",
+    "compiled_backend",
+    "select_backend",
+    "torch_backend",
+    "triton_backend",
+]

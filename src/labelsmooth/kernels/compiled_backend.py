@@ -4,7 +4,8 @@ See :mod:`labelsmooth.kernels` for the contract. :func:`_rows` states the whole 
 out of place, with the loss formula of :func:`.torch_backend.loss_terms`; TorchInductor turns it into one
 C++/OpenMP kernel per chunk (docs/performance.md describes its loops and costs). It needs a C++ compiler
 (g++ or clang++) and compiles on first use for each new dtype, prior kind and class count; rows may change
-without recompiling. It is opt-in (``backend="compiled"``); "auto" keeps the plain backend on CPUs.
+without recompiling. In eager mode it is opt-in (``backend="compiled"``); "auto" takes it only inside a
+caller's torch.compile (:func:`labelsmooth.kernels.select_backend`), where nothing extra is compiled.
 """
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ def loss_and_grad(
             z_coef = ((coefs.target != coefs.ignore_index).to(cdtype) * z_loss).contiguous()
         else:
             z_coef = torch.full((M,), z_loss, dtype=cdtype, device=logits.device)
+    if torch.compiler.is_compiling():
+        # Inside a caller's torch.compile: _rows is traced into the caller's graph and fused with it, on
+        # all rows at once by default (a chunk loop would only be unrolled in the graph).
+        for start in range(0, M, chunk_size or M):
+            sl = slice(start, min(start + (chunk_size or M), M))
+            out = None if (inplace or not needs_grad) else grad[sl]
+            vs = v[sl] if v is not None and v.dim() == 2 else v
+            row_loss[sl] = _rows(
+                logits[sl], out, tgt[sl], a[sl], b[sl], m[sl], None if s is None else s[sl], vs, coefs.index_targets,
+                None if z_coef is None else z_coef[sl], softcap, None if z_rows is None else z_rows[sl],
+            )  # fmt: skip
+        return row_loss, grad
     kernel = _compiled()
     # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
     chunk = chunk_size or (M if logits.is_cuda else T.default_chunk_size(M, K, CHUNK_ELEMENTS))
