@@ -34,7 +34,8 @@ from labelsmooth.kernels import select_backend, triton_backend
 from labelsmooth.kernels import torch_backend as T
 from labelsmooth.targets import Coefficients, index_target_coefficients
 
-#: Logits per chunk of the Triton path by default (2^25: 256 rows at V = 131,072, 64 MiB in bfloat16).
+#: Logits per chunk of the Triton path by default (2^25: 256 rows at V = 131,072, 64 MiB in bfloat16); a
+#: guess until measured on a GPU (benchmarks/gpu_check.py times chunks of 1,024 and 2,048 rows next to it).
 TRITON_CHUNK_ELEMENTS = 1 << 25
 
 
