@@ -367,6 +367,87 @@ def exactness_worker(rank: int, world_size: int, out_dir: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# z-loss and softcapping: every case against the float64 oracle of tests/reference.py on the full logits
+
+TERMS = ((0.05, None), (0.0, 2.5), (0.05, 3.0))  # (z_loss, softcap)
+
+
+def terms_worker(rank: int, world_size: int, out_dir: str) -> None:
+    """The vocab-parallel losses with a z-loss and/or a softcap, values, z-loss parts and gradients."""
+    from labelsmooth.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+    from tests import reference as R
+
+    sizes = SLICES[world_size]
+    offsets = _offsets(sizes)
+    K, s, e = offsets[-1], offsets[rank], offsets[rank + 1]
+    failures, checked, case_id = [], 0, 0
+
+    def check(name: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
+        nonlocal checked
+        checked += 1
+        if not _close(ours, ref):
+            failures.append(
+                f"rank {rank}: {name}: max |diff| = {_max_diff(ours, ref) if ours.shape == ref.shape else 'shape'}"
+            )
+
+    for z_loss, softcap in TERMS:
+        for convention in CONVENTIONS:
+            for use_prior, use_weight in ((False, False), (True, True)):
+                for reduction in REDUCTIONS:
+                    case_id += 1
+                    full, y, prior, weight = _case_data(K, 500 + case_id)
+                    opts = dict(
+                        label_smoothing=0.3, convention=convention, reduction=reduction,
+                        prior=prior if use_prior else None, weight=weight if use_weight else None,
+                    )  # fmt: skip
+                    ref_kw = dict(
+                        eps=0.3, convention=convention, prior=opts["prior"], weight=opts["weight"],
+                        reduction=reduction, softcap=softcap,
+                    )  # fmt: skip
+                    name = f"CE z_loss={z_loss} softcap={softcap} {convention} prior/weight={use_prior} {reduction}"
+                    upstream = torch.randn(full.shape[0] if reduction == "none" else (), dtype=torch.float64,
+                                           generator=torch.Generator().manual_seed(case_id))  # fmt: skip
+                    local = full[:, s:e].clone().requires_grad_()
+                    ours, z_part = vocab_parallel_cross_entropy(
+                        local, y, z_loss=z_loss, softcap=softcap, return_z_loss=True, **opts
+                    )
+                    (ours * upstream).sum().backward()
+                    expected = R.cross_entropy(full, y, z_loss=z_loss, **ref_kw)
+                    check(name + " loss", ours, expected)
+                    check(name + " z-loss part", z_part, expected - R.cross_entropy(full, y, **ref_kw))
+                    G = _oracle_grad(full, y, upstream, z_loss=z_loss, **ref_kw)
+                    check(name + " grad", local.grad, G[:, s:e])
+
+                    # the linear head: 9 rows in chunks of 4 (an uneven last chunk)
+                    g = torch.Generator().manual_seed(20_000 + case_id)
+                    h = torch.randn(9, 4, generator=g, dtype=torch.float64)
+                    W = torch.randn(K, 4, generator=g, dtype=torch.float64)
+                    b = torch.randn(K, generator=g, dtype=torch.float64)
+                    h_ours, W_ours = h.clone().requires_grad_(), W[s:e].clone().requires_grad_()
+                    b_ours = b[s:e].clone().requires_grad_()
+                    ours = vocab_parallel_linear_cross_entropy(
+                        h_ours, W_ours, y, local_bias=b_ours, chunk_size=4, z_loss=z_loss, softcap=softcap, **opts
+                    )
+                    (ours * upstream).sum().backward()
+                    logits = h @ W.T + b
+                    check("linear " + name + " loss", ours, R.cross_entropy(logits, y, z_loss=z_loss, **ref_kw))
+                    G = _oracle_grad(logits, y, upstream, z_loss=z_loss, **ref_kw)
+                    check("linear " + name + " input grad (all-reduced)", h_ours.grad, G @ W)
+                    check("linear " + name + " weight grad", W_ours.grad, (G.T @ h)[s:e])
+                    check("linear " + name + " bias grad", b_ours.grad, G.sum(0)[s:e])
+    _write(Path(out_dir) / f"rank{rank}.json", {"checked": checked, "failures": failures})
+
+
+def _oracle_grad(logits: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, **kw) -> torch.Tensor:
+    """The oracle's gradient of Σ upstream·loss: per row for reduction "none", one number otherwise."""
+    from tests import reference as R
+
+    if kw["reduction"] == "none":
+        return R.cross_entropy_grad(logits, y, upstream=upstream, **kw)
+    return R.cross_entropy_grad(logits, y, **kw) * float(upstream)
+
+
+# --------------------------------------------------------------------------------------------------
 # DDP: data parallelism with the losses, against single-process full-batch training
 
 DDP_STEPS, DDP_LR, DDP_ROWS = 4, 0.5, 12

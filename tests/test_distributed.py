@@ -169,6 +169,18 @@ def test_vocab_parallel_equals_full_logits_on_every_rank(world_size, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_z_loss_and_softcap_split_across_ranks_equal_the_float64_oracle(world_size, tmp_path):
+    """z-loss, softcap and both, each convention, with and without prior and weights, every reduction;
+    loss, z-loss part and gradient, and the linear head's loss and three gradients, to 1e-9 (float64),
+    against tests/reference.py on the full logits (unequal slices, one of a single class at 3 ranks)."""
+    workers.spawn(workers.terms_worker, world_size, str(tmp_path))
+    for r in _read_ranks(tmp_path, world_size):
+        assert r["checked"] == len(workers.TERMS) * 2 * 2 * 3 * (3 + 4)  # every case ran
+        assert r["failures"] == []
+
+
+@pytest.mark.slow
 def test_ddp_training_matches_full_batch_training(tmp_path):
     """2 ranks, equal shards, 4 SGD steps of a 2-layer MLP (float64) against one process on the full batch.
 

@@ -1,8 +1,9 @@
 """z-loss (λ·lse², PaLM) and logit softcapping (c·tanh(z/c), Gemma 2) against the float64 oracle.
 
 Each implemented path (the reference cross_entropy, fused_cross_entropy with backend="torch",
-linear_cross_entropy, the modules) gives the values and gradients of tests/reference.py, written from
-the formulas; paths that do not implement the terms refuse them by name.
+linear_cross_entropy, the modules, the vocab-parallel losses on one process) gives the values and
+gradients of tests/reference.py, written from the formulas. The Triton kernel's cases are in
+tests/test_triton_zloss_softcap.py (Triton's interpreter), the multi-process ones in tests/test_distributed.py.
 """
 
 import math
@@ -196,14 +197,6 @@ def test_fused_auto_takes_the_torch_backend_for_the_new_terms():
     torch.testing.assert_close(auto, fused_cross_entropy(z, y, z_loss=0.1, softcap=3.0, backend="torch"))
 
 
-@pytest.mark.parametrize("backend", ["triton"])
-@pytest.mark.parametrize("kw, name", [(dict(z_loss=0.1), "z_loss"), (dict(softcap=30.0), "softcap")])
-def test_fused_backends_without_the_terms_refuse_them(backend, kw, name):
-    z, y, _, _ = _case(8)
-    with pytest.raises(ValueError, match=f"`{name}` is not supported by backend='{backend}' yet"):
-        fused_cross_entropy(z, y, backend=backend, **kw)
-
-
 def _head(seed, dtype, D=5):
     g = torch.Generator().manual_seed(seed)
     h = (torch.randn(N, D, generator=g, dtype=torch.float64)).to(dtype)
@@ -308,18 +301,51 @@ def test_modules_refuse_bad_values_at_construction(module, kw, error, match):
         module(**kw)
 
 
-@pytest.mark.parametrize("kw, name", [(dict(z_loss=0.1), "z_loss"), (dict(softcap=30.0), "softcap")])
-def test_vocab_parallel_losses_refuse_the_terms(kw, name):
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("z_loss, softcap", TERMS[1:])
+def test_vocab_parallel_losses_on_one_process_match_the_oracle(reduction, z_loss, softcap):
+    """World size 1 (no process group); tests/test_distributed.py splits the classes over 2 and 3 ranks."""
+    from labelsmooth.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+    z, y, w, prior = _case(14)
+    h, W, bias = _head(14, torch.float64)
+    kw = dict(weight=w, prior=prior, reduction=reduction, label_smoothing=0.2, convention="others")
+    ref_kw = dict(eps=0.2, weight=w, prior=prior, convention="others", reduction=reduction, softcap=softcap)
+    upstream = torch.linspace(0.5, 2.0, N, dtype=torch.float64) if reduction == "none" else None
+    out, grad = _value_and_grad(vocab_parallel_cross_entropy, z, y, upstream, z_loss=z_loss, softcap=softcap, **kw)
+    torch.testing.assert_close(out, R.cross_entropy(z, y, z_loss=z_loss, **ref_kw), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, R.cross_entropy_grad(z, y, z_loss=z_loss, upstream=upstream, **ref_kw),
+                               rtol=1e-9, atol=1e-12)  # fmt: skip
+    _, z_part = vocab_parallel_cross_entropy(z, y, z_loss=z_loss, softcap=softcap, return_z_loss=True, **kw)
+    expected = R.cross_entropy(z, y, z_loss=z_loss, **ref_kw) - R.cross_entropy(z, y, **ref_kw)
+    torch.testing.assert_close(z_part, expected, rtol=1e-9, atol=1e-12)
+
+    params = [t.clone().requires_grad_() for t in (h, W, bias)]
+    loss, z_part = vocab_parallel_linear_cross_entropy(
+        params[0], params[1], y, local_bias=params[2], chunk_size=4, z_loss=z_loss, softcap=softcap,
+        return_z_loss=True, **kw,
+    )  # fmt: skip
+    loss.backward(torch.ones_like(loss) if upstream is None else upstream)
+    logits = h @ W.T + bias
+    G = R.cross_entropy_grad(logits, y, z_loss=z_loss, upstream=upstream, **ref_kw)
+    torch.testing.assert_close(loss.detach(), R.cross_entropy(logits, y, z_loss=z_loss, **ref_kw), rtol=1e-10,
+                               atol=1e-12)  # fmt: skip
+    torch.testing.assert_close(z_part, R.cross_entropy(logits, y, z_loss=z_loss, **ref_kw)
+                               - R.cross_entropy(logits, y, **ref_kw), rtol=1e-9, atol=1e-12)  # fmt: skip
+    for param, expected in zip(params, (G @ W, G.T @ h, G.sum(0))):
+        torch.testing.assert_close(param.grad, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw, error, match", BAD)
+def test_vocab_parallel_losses_refuse_bad_values_by_name(kw, error, match):
     from labelsmooth.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
     z, y, _, _ = _case(14)
     h, W, _ = _head(14, torch.float64)
-    with pytest.raises(ValueError, match=f"`{name}` is not supported by the vocab-parallel losses yet"):
+    with pytest.raises(error, match=match):
         vocab_parallel_cross_entropy(z, y, **kw)
-    with pytest.raises(ValueError, match=f"`{name}` is not supported by the vocab-parallel losses yet"):
+    with pytest.raises(error, match=match):
         vocab_parallel_linear_cross_entropy(h, W, y, **kw)
-    with pytest.raises(ValueError, match="`z_loss`"):
-        vocab_parallel_cross_entropy(z, y, z_loss=-1.0)
 
 
 @pytest.mark.parametrize("path", list(PATHS))

@@ -14,6 +14,12 @@ an all-reduce MAX of the slices' log-sum-exp, then one all-reduce SUM of three n
 (exp(lse_r − max), the target logit, which one rank owns and the others contribute 0 to, and the
 smoothing sum :math:`z_i\cdot v` over the slice). That is O(N) numbers per call; the logits never
 move. The backward needs no communication: once lse is known, the gradient of the local slice is local.
+
+The z-loss λ·lse² (PaLM) and logit softcapping x = c·tanh(z/c) (Gemma 2) of :func:`labelsmooth.cross_entropy`
+need nothing more: the cap is elementwise, so each rank caps its own slice before the sums above, and
+the z-loss is a function of the combined (global) lse, added to the loss and to the softmax's weight in
+the gradient (m_i → m_i + 2λ·lse_i), times the chain rule 1 − tanh²(z/c) on the local slice
+(docs/theory.md §9).
 The linear variant takes the local rows of the output head and works in row chunks, so the local
 logits are never stored whole.
 
@@ -107,12 +113,15 @@ class _Slice:
 
     def chunk(self, sl: slice) -> _Slice:
         r = self.rows
-        rows = replace(r, target=r.target[sl], a=r.a[sl], b=r.b[sl], m=r.m[sl], owned=r.owned[sl])
+        z_coef = None if r.z_coef is None else r.z_coef[sl]
+        rows = replace(r, target=r.target[sl], a=r.a[sl], b=r.b[sl], m=r.m[sl], owned=r.owned[sl], z_coef=z_coef)
         return replace(self, rows=rows)
 
 
 def _local_sums(z: Tensor, t: _Slice) -> Tensor:
-    """(3, M) sums over the local slice of z (M, V): lse over the slice, z_y (0 if not owned), z · v_slice."""
+    """(3, M) sums over the local slice of z (M, V): lse over the slice, z_y (0 if not owned), z · v_slice,
+    all of the capped logits c·tanh(z/c) with a softcap."""
+    z, _ = T.cap(z, t.rows)
     z_y = T.target_logit(z, t.rows)
     z_v = T.prior_logit(z, t.rows)
     return torch.stack([torch.logsumexp(z, dim=-1), z_y, torch.zeros_like(z_y) if z_v is None else z_v])
@@ -132,6 +141,14 @@ def _row_loss_and_lse(local: Tensor, t: _Slice) -> tuple[Tensor, Tensor]:
     return T.loss_terms(lse, packed[1], packed[2] if smoothing else None, t.rows), lse
 
 
+def _gradient(z: Tensor, lse: Tensor, r: T.Rows, s: Tensor) -> Tensor:
+    """(M, V) gradient of Σ_i s_i·ℓ_i for the local slice z (raw logits) once the global lse is known:
+    of the capped logits, times the chain rule 1 − tanh²(z/c), with a softcap."""
+    x, t = T.cap(z, r)
+    g = T.gradient(x, lse, r, s)
+    return g if t is None else g.mul_(t.square_().neg_().add_(1.0))
+
+
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     """Row losses (M,) from local logits (M, V), in the compute dtype. Backward is local."""
 
@@ -140,13 +157,14 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         row_loss, lse = _row_loss_and_lse(_local_sums(z, t), t)
         ctx.save_for_backward(z, lse)
         ctx.terms = t
-        return row_loss
+        ctx.mark_non_differentiable(lse)
+        return row_loss, lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_row: Tensor):
+    def backward(ctx, grad_row: Tensor, _grad_lse: Tensor | None):
         z, lse = ctx.saved_tensors
-        return T.gradient(z, lse, ctx.terms.rows, grad_row), None
+        return _gradient(z, lse, ctx.terms.rows, grad_row), None
 
 
 class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
@@ -166,11 +184,12 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         row_loss, lse = _row_loss_and_lse(local, t)
         ctx.save_for_backward(h, W, b, lse)
         ctx.terms, ctx.chunk = t, chunk
-        return row_loss
+        ctx.mark_non_differentiable(lse)
+        return row_loss, lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_row: Tensor):
+    def backward(ctx, grad_row: Tensor, _grad_lse: Tensor | None):
         h, W, b, lse = ctx.saved_tensors
         t, chunk = ctx.terms, ctx.chunk
         need_h, need_W, need_b = ctx.needs_input_grad[:3]
@@ -179,7 +198,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         db = torch.zeros_like(b) if need_b else None
         for i in range(0, h.shape[0], chunk):
             sl = slice(i, i + chunk)
-            gz = T.gradient(F.linear(h[sl], W, b), lse[sl], t.chunk(sl).rows, grad_row[sl])  # (chunk, V)
+            gz = _gradient(F.linear(h[sl], W, b), lse[sl], t.chunk(sl).rows, grad_row[sl])  # (chunk, V)
             if need_h:
                 dh[sl] = gz @ W  # this rank's part; summed over ranks outside (_AllReduceGradient)
             if need_W:
@@ -215,10 +234,12 @@ def _slice_terms(
         weight=o.weight, ignore_index=o.ignore_index, dtype=dtype,
     )  # fmt: skip
     local = c.safe_target - start
+    z_coef = None if args.z_loss == 0.0 else (c.target != c.ignore_index).to(dtype) * args.z_loss
     rows = T.Rows(
         target=local.clamp(0, V_local - 1).unsqueeze(1), a=c.true_coef, b=c.prior_coef, m=c.row_mass,
         v=None if c.constant_prior is not None else c.prior_weighted[start : start + V_local],
         v_const=c.constant_prior, smoothing=c.smoothing, owned=(local >= 0) & (local < V_local),
+        z_coef=z_coef, softcap=args.softcap,
     )  # fmt: skip
     return _Slice(rows, args.group), c.row_weight, o
 
@@ -235,6 +256,8 @@ class _Args:
     reduction: str
     weight: Tensor | None
     class_offsets: Sequence[int] | None
+    z_loss: float = 0.0  # checked by the public functions
+    softcap: float | None = None
 
 
 def vocab_parallel_cross_entropy(
@@ -251,11 +274,12 @@ def vocab_parallel_cross_entropy(
     class_offsets: Sequence[int] | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
-) -> Tensor:
+    return_z_loss: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r""":func:`labelsmooth.cross_entropy` on logits whose classes are split across the ranks of ``group``.
 
     .. math::
-        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v)
+        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i\cdot v) + \lambda_i\,\mathrm{lse}(z_i)^2
 
     with lse, :math:`z_{i,y_i}` and :math:`z_i\cdot v` each summed over the ranks' slices by all-reduce
     (a MAX of the slices' lse, then one SUM of three numbers per row), and :math:`a, b, m, v` from
@@ -283,11 +307,14 @@ def vocab_parallel_cross_entropy(
         class_offsets: optional world_size + 1 boundaries: rank r holds classes
             [class_offsets[r], class_offsets[r+1]). When None they come from an all-gather of the local
             sizes (one extra tiny collective); when given, only this rank's slice is checked against them.
-        z_loss, softcap: not supported here yet: anything but 0.0 and None raises ValueError.
+        z_loss, softcap, return_z_loss: as :func:`labelsmooth.cross_entropy`: λ of the z-loss λ·lse² on
+            the rows whose target is not ignored, with the global lse; the cap c of z ← c·tanh(z/c),
+            applied by each rank to its own slice; and whether to also return the z-loss part.
 
     Returns:
         The loss, in the logits' dtype (half precision is computed in float32): a scalar, or the target's
-        shape for ``reduction="none"``.
+        shape for ``reduction="none"``; with ``return_z_loss`` the pair (loss, z-loss part), the second
+        reduced like the first and without a gradient.
 
     Example:
         >>> import torch, labelsmooth
@@ -298,16 +325,28 @@ def vocab_parallel_cross_entropy(
         >>> torch.allclose(loss, labelsmooth.cross_entropy(z, y, label_smoothing=0.1, convention="others"))
         True
     """
-    V.refuse_extra_terms(
-        V.check_z_loss(z_loss), V.check_softcap(softcap), "the vocab-parallel losses", "use labelsmooth.cross_entropy"
-    )
+    z_loss, softcap = V.check_z_loss(z_loss), V.check_softcap(softcap)
+    return_z_loss = V.check_bool("return_z_loss", return_z_loss)
     target = V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(local_logits, "local_logits")
-    args = _Args(group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets)
+    args = _Args(
+        group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets, z_loss, softcap
+    )
     z = flatten_classes_last(local_logits, class_dim(local_logits)).to(compute_dtype(local_logits.dtype))
     terms, row_weight, o = _slice_terms(local_logits.shape, target, args, dtype=z.dtype, device=local_logits.device)
-    row_loss = _VocabParallelCrossEntropy.apply(z, terms)
-    return reduce_rows(row_loss, o.reduction, row_weight.sum(), target.shape).to(local_logits.dtype)
+    row_loss, lse = _VocabParallelCrossEntropy.apply(z, terms)
+    return _finish(row_loss, lse, terms, o.reduction, row_weight.sum(), target.shape, local_logits.dtype, return_z_loss)
+
+
+def _finish(
+    row_loss: Tensor, lse: Tensor, terms: _Slice, reduction: str, denominator: Tensor, shape: torch.Size,
+    dtype: torch.dtype, return_z_loss: bool,
+) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
+    """The reduced loss in ``dtype``, and with ``return_z_loss`` the reduced z-loss part (no gradient)."""
+    loss = reduce_rows(row_loss, reduction, denominator, shape).to(dtype)
+    if not return_z_loss:
+        return loss
+    return loss, reduce_rows(T.z_loss_rows(lse, terms.rows), reduction, denominator, shape).to(dtype)
 
 
 class _AllReduceGradient(torch.autograd.Function):
@@ -340,7 +379,8 @@ def vocab_parallel_linear_cross_entropy(
     chunk_size: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
-) -> Tensor:
+    return_z_loss: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Linear head plus :func:`vocab_parallel_cross_entropy`, with the head's rows split across ranks.
 
     .. math::
@@ -365,10 +405,12 @@ def vocab_parallel_linear_cross_entropy(
         group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets: as in
             :func:`vocab_parallel_cross_entropy`; ``weight`` is the (K,) class weight, not the head.
         chunk_size: rows per chunk; None: as many as keep a chunk near ``CHUNK_ELEMENTS`` = 2^22 logits.
-        z_loss, softcap: not supported here yet: anything but 0.0 and None raises ValueError.
+        z_loss, softcap, return_z_loss: as in :func:`vocab_parallel_cross_entropy` (the cap applies to
+            each chunk's logits, in the forward sums and in the recomputed backward).
 
     Returns:
-        The loss, in the input's dtype: a scalar, or the target's shape for ``reduction="none"``.
+        The loss, in the input's dtype: a scalar, or the target's shape for ``reduction="none"``; with
+        ``return_z_loss`` the pair (loss, z-loss part).
 
     Example:
         >>> import torch, torch.nn.functional as F, labelsmooth
@@ -379,10 +421,8 @@ def vocab_parallel_linear_cross_entropy(
         >>> torch.allclose(loss, labelsmooth.cross_entropy(F.linear(h, W), y, label_smoothing=0.2))
         True
     """
-    V.refuse_extra_terms(
-        V.check_z_loss(z_loss), V.check_softcap(softcap), "the vocab-parallel losses",
-        "use labelsmooth.linear_cross_entropy",
-    )  # fmt: skip
+    z_loss, softcap = V.check_z_loss(z_loss), V.check_softcap(softcap)
+    return_z_loss = V.check_bool("return_z_loss", return_z_loss)
     V.check_index_target(target, None, where="the vocab-parallel losses")
     V.check_logits(input, "input")
     V.check_linear_head(input, local_weight, local_bias, names=("local_weight", "local_bias"), rows="V_local")
@@ -391,13 +431,15 @@ def vocab_parallel_linear_cross_entropy(
     chunk_size = V.check_chunk_size(chunk_size) or T.default_chunk_size(target.numel(), V_local, CHUNK_ELEMENTS)
     dtype = compute_dtype(input.dtype)
     h = _AllReduceGradient.apply(input.reshape(-1, input.shape[-1]), group).to(dtype)  # (M, D)
-    args = _Args(group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets)
+    args = _Args(
+        group, label_smoothing, convention, prior, ignore_index, reduction, weight, class_offsets, z_loss, softcap
+    )
     # the rows' logits as if whole: (M, K) for the flattened target
     terms, row_weight, o = _slice_terms((target.numel(), V_local), target.reshape(-1), args, dtype=dtype,
                                         device=input.device)  # fmt: skip
     b = None if local_bias is None else local_bias.to(dtype)
-    row_loss = _VocabParallelLinearCrossEntropy.apply(h, local_weight.to(dtype), b, terms, chunk_size)
-    return reduce_rows(row_loss, o.reduction, row_weight.sum(), target.shape).to(input.dtype)
+    row_loss, lse = _VocabParallelLinearCrossEntropy.apply(h, local_weight.to(dtype), b, terms, chunk_size)
+    return _finish(row_loss, lse, terms, o.reduction, row_weight.sum(), target.shape, input.dtype, return_z_loss)
 
 
 def global_mean_denominator(

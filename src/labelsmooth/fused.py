@@ -11,7 +11,7 @@ from torch import Tensor
 
 from labelsmooth import _validation as V
 from labelsmooth._common import class_dim, compute_dtype, mean_scale, reduce_rows
-from labelsmooth.kernels import select_backend, triton_backend
+from labelsmooth.kernels import select_backend
 from labelsmooth.targets import coefficients
 
 
@@ -119,8 +119,7 @@ def fused_cross_entropy(
         chunk_size: rows per chunk; None for the backend's default.
         backend: "auto", "torch", "triton" or "compiled" (:func:`labelsmooth.kernels.select_backend`).
         z_loss, softcap, return_z_loss: as :func:`labelsmooth.cross_entropy` (the gradient gains
-            2λ·lse·softmax and the chain rule 1 − tanh²(z/c)). Backends "torch" and "compiled" have
-            them; "auto" then takes "torch", and "triton" raises ValueError (not there yet).
+            2λ·lse·softmax and the chain rule 1 − tanh²(z/c)), on every backend.
 
     Returns:
         The loss in the input's dtype: a scalar, or per-element for ``reduction="none"``; with
@@ -147,10 +146,8 @@ def fused_cross_entropy(
     softcap = V.check_softcap(softcap)
     return_z_loss = V.check_bool("return_z_loss", return_z_loss)
     extra = z_loss != 0.0 or softcap is not None
-    if extra and backend == "triton":
-        V.refuse_extra_terms(z_loss, softcap, f"backend={backend!r}")
     logits = args.logits
-    kernel = select_backend("torch" if (extra and backend == "auto") else backend, logits)
+    kernel = select_backend(backend, logits)
     needs_grad = torch.is_grad_enabled() and input.requires_grad
     if inplace and needs_grad:
         _check_inplace(input, logits)
@@ -165,8 +162,8 @@ def fused_cross_entropy(
             scale = mean_scale(denominator) if args.reduction == "mean" else 1.0
             grad_scale = torch.as_tensor(scale, dtype=dtype, device=input.device).expand(M)
         z_rows = torch.zeros(M, dtype=dtype, device=input.device) if return_z_loss else None
-        terms = {}  # the other backends keep the contract without these keywords (and have z_loss = 0)
-        if kernel is not triton_backend and (extra or return_z_loss):
+        terms = {}  # without the terms every backend runs its plain contract, as before they existed
+        if extra or return_z_loss:
             terms = dict(z_loss=z_loss, softcap=softcap, z_rows=z_rows)
         row, grad = kernel.loss_and_grad(
             logits.detach(), c, grad_scale, inplace=inplace, chunk_size=chunk_size, **terms

@@ -10,26 +10,41 @@ its value needs one (D,) vector :math:`u = W^\top v`, and its gradient :math:`-s
 rank-one terms: :math:`-r\,u^\top` to the input, :math:`-v\,(r^\top h)` to the weight and
 :math:`-(\sum_i r_i)\,v` to the bias, with :math:`r_i = s_i b_i`. Each chunk therefore only runs the
 plain cross-entropy part (softmax and the true-class term), the same work as ε = 0.
+
+Two ways to run a chunk. The torch path (the CPU default, :func:`_chunked`) computes in the compute
+dtype with the chunk pieces of :mod:`labelsmooth.kernels.torch_backend` and the rank-one terms above. The
+Triton path (the CUDA default, :func:`_chunked_triton`) keeps the matrix products in the input's dtype
+(cuBLAS, tensor cores for bfloat16) and runs the fused Triton kernel of
+:mod:`labelsmooth.kernels.triton_backend` in place on each chunk's logits, which it overwrites with
+their gradient (as Liger-Kernel does); that kernel takes the smoothing term inside its two sweeps over
+the row at no extra pass, so this path needs no rank-one updates (they would cost one more pass over
+the (V, D) weight gradient). It runs on CPU tensors too under ``TRITON_INTERPRET=1`` (how it is tested).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
 from labelsmooth._common import compute_dtype, mean_scale, reduce_rows
+from labelsmooth.kernels import select_backend, triton_backend
 from labelsmooth.kernels import torch_backend as T
 from labelsmooth.targets import Coefficients, index_target_coefficients
+
+#: Logits per chunk of the Triton path by default (2^25: 256 rows at V = 131,072, 64 MiB in bfloat16); a
+#: guess until measured on a GPU (benchmarks/gpu_check.py times chunks of 1,024 and 2,048 rows next to it).
+TRITON_CHUNK_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)
 class _Head:
-    """The problem of one call, in the compute dtype: h (M, D), W (V, D), bias (V,) or None, the
-    coefficients of the M rows, the reduction and its denominator, rows per chunk, and the output shape
-    of reduction="none"; the z-loss coefficient, the logit cap and the buffer of the z-loss parts."""
+    """The problem of one call: h (M, D), W (V, D), bias (V,) or None (in the compute dtype for the torch
+    path, in the products' dtype for the Triton path), the coefficients of the M rows (compute dtype),
+    the reduction and its denominator, rows per chunk, and the output shape of reduction="none"; the
+    z-loss coefficient, the logit cap and the buffer of the z-loss parts; ``triton``: which path."""
 
     h: Tensor
     W: Tensor
@@ -42,6 +57,12 @@ class _Head:
     z_loss: float = 0.0
     softcap: float | None = None
     z_rows: Tensor | None = None  # (M,), written with each row's z-loss part by the forward pass
+    triton: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: of the row losses, the gradient factors and the kernel's arithmetic."""
+        return compute_dtype(self.h.dtype)
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,8 @@ def _chunked(
     With a softcap the smoothing term is not linear in h any more: each chunk then computes z·v and the
     −s·b·v gradient on its capped logits instead of through the rank-one identity.
     """
+    if p.triton:
+        return _chunked_triton(p, grad_scale, z_rows)
     h, W, bias, c = p.h, p.W, p.bias, p.coefs
     M, _ = h.shape
     need_grads = grad_scale is not None
@@ -99,6 +122,50 @@ def _chunked(
     return row, grad_h, grad_W, grad_b
 
 
+def _chunk_coefficients(c: Coefficients, sl: slice) -> Coefficients:
+    """The coefficients of the rows ``sl`` (views, no copies)."""
+    v = c.prior_weighted[sl] if c.prior_weighted.dim() == 2 else c.prior_weighted
+    return replace(
+        c, true_coef=c.true_coef[sl], prior_coef=c.prior_coef[sl], prior_weighted=v, row_mass=c.row_mass[sl],
+        row_weight=c.row_weight[sl], safe_target=c.safe_target[sl], target=c.target[sl],
+    )  # fmt: skip
+
+
+def _chunked_triton(
+    p: _Head, grad_scale: Tensor | None, z_rows: Tensor | None = None
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """:func:`_chunked` by cuBLAS products in the input's dtype and the Triton kernel in place per chunk.
+
+    Per chunk of rows: z = h_c Wᵀ + bias (the one (chunk, V) buffer); the kernel writes each row's loss
+    (and z-loss part) and overwrites z with g = ∂(Σ s_i ℓ_i)/∂z, computed in float32 (float64 for float64)
+    and rounded once to z's dtype; then grad_h_c = g W and grad_W += gᵀ h_c (cuBLAS, accumulating in the
+    weight's dtype, one rounding per chunk in bfloat16, as Liger-Kernel), grad_bias += Σ_rows g (compute
+    dtype). The smoothing term, the z-loss and the cap are all inside the kernel.
+    """
+    h, W, bias, c = p.h, p.W, p.bias, p.coefs
+    M, _ = h.shape
+    need_grads = grad_scale is not None
+    row = torch.empty(M, dtype=p.dtype, device=h.device)
+    grad_h = torch.empty_like(h) if need_grads else None
+    grad_W = torch.zeros_like(W) if need_grads else None
+    grad_b = torch.zeros(bias.shape, dtype=p.dtype, device=h.device) if (need_grads and bias is not None) else None
+    for start in range(0, M, p.chunk):
+        sl = slice(start, min(start + p.chunk, M))
+        hc = h[sl]
+        z = torch.addmm(bias, hc, W.t()) if bias is not None else hc @ W.t()  # (c, V): the only V-wide buffer
+        row[sl], g = triton_backend.loss_and_grad(
+            z, _chunk_coefficients(c, sl), None if grad_scale is None else grad_scale[sl], inplace=True,
+            z_loss=p.z_loss, softcap=p.softcap, z_rows=None if z_rows is None else z_rows[sl],
+        )  # fmt: skip
+        if not need_grads:
+            continue
+        torch.mm(g, W, out=grad_h[sl])
+        grad_W.addmm_(g.t(), hc)
+        if grad_b is not None:
+            grad_b.add_(g.sum(0, dtype=p.dtype))
+    return row, grad_h, grad_W, grad_b
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, W, bias, p: _Head):  # type: ignore[override]
@@ -111,7 +178,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             ctx.head, ctx.grads = p, None
             return row.reshape(p.out_shape)
         scale = mean_scale(p.denominator) if p.reduction == "mean" else 1.0
-        grad_scale = torch.as_tensor(scale, dtype=p.h.dtype, device=p.h.device).expand(M)
+        grad_scale = torch.as_tensor(scale, dtype=p.dtype, device=p.h.device).expand(M)
         row, gh, gW, gb = _chunked(p, grad_scale, p.z_rows)
         ctx.head, ctx.grads = None, (gh, gW, gb)
         return reduce_rows(row, p.reduction, p.denominator, p.out_shape)
@@ -121,7 +188,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         V.refuse_double_backward("linear_cross_entropy")
         d = ctx.dtypes
         if ctx.head is not None:
-            _, gh, gW, gb = _chunked(ctx.head, grad_output.reshape(-1).to(ctx.head.h.dtype))
+            _, gh, gW, gb = _chunked(ctx.head, grad_output.reshape(-1).to(ctx.head.dtype))
         else:
             if ctx.grads is None:
                 raise RuntimeError(
@@ -170,9 +237,10 @@ def linear_cross_entropy(
     rows. The gradients of input, ``linear_weight`` and ``linear_bias`` are accumulated in the forward
     pass (for ``reduction="none"``, where they depend on grad_output, backward recomputes the chunks).
     ``loss.backward()`` hands them over without a copy (a second backward raises); other upstream
-    gradients get scaled copies. float16/bfloat16 are computed in float32. Class indices only. Under
-    ``torch.compile`` (fullgraph works) the checks of the targets and prior are assertions inside the graph
-    (RuntimeError naming the argument, without the value), and backward multiplies by grad_output.
+    gradients get scaled copies. float16/bfloat16 are computed in float32 (on the Triton path the
+    matrix products stay in the input's dtype, see below). Class indices only. Under ``torch.compile``
+    (fullgraph works) the checks of the targets and prior are assertions inside the graph (RuntimeError
+    naming the argument, without the value), and backward multiplies by grad_output.
 
     Args:
         input: (N, D) or (..., D) hidden states.
@@ -181,8 +249,12 @@ def linear_cross_entropy(
         linear_bias: optional (V,).
         weight, reduction, ignore_index, label_smoothing, convention, prior: as
             :func:`labelsmooth.cross_entropy`.
-        chunk_size: rows per chunk; None for about 2**24 logits per chunk.
-        backend: "auto" or "torch", the one backend of this function ("triton" is refused).
+        chunk_size: rows per chunk; None for about 2**24 logits per chunk (2**25 on the Triton path).
+        backend: "auto", "torch" or "triton". "torch" is the chunked PyTorch path (module docstring);
+            "triton" runs each chunk's logits through the fused Triton kernel in place, with the matrix
+            products in the input's dtype and the weight's gradient accumulated in the weight's dtype; it
+            needs CUDA tensors (or ``TRITON_INTERPRET=1`` on CPU tensors, for tests) and raises ValueError
+            elsewhere. "auto" takes "triton" for CUDA tensors where Triton can run, else "torch".
         z_loss, softcap, return_z_loss: as :func:`labelsmooth.cross_entropy`. With a softcap the
             smoothing term is computed on each chunk's capped logits (no rank-one shortcut).
 
@@ -201,10 +273,7 @@ def linear_cross_entropy(
     V.check_logits(input)
     V.check_linear_head(input, linear_weight, linear_bias)
     backend = V.check_choice("backend", backend, ("auto", "torch", "triton"))
-    if backend == "triton":
-        raise ValueError(
-            "Expected argument `backend` to be 'auto' or 'torch' for linear_cross_entropy, but got 'triton'"
-        )
+    use_triton = select_backend(backend, input) is triton_backend  # raises for "triton" where it cannot run
     chunk_size = V.check_chunk_size(chunk_size)
     z_loss = V.check_z_loss(z_loss)
     softcap = V.check_softcap(softcap)
@@ -218,18 +287,26 @@ def linear_cross_entropy(
     options, _ = V.check_loss_options(
         (M, vocab), target.reshape(-1), weight, ignore_index, reduction, label_smoothing, convention, prior
     )
-    dtype = compute_dtype(input.dtype)
+    # the torch path computes everything in the compute dtype; the Triton path keeps the products in the
+    # dtype the three tensors promote to (the kernel computes in its compute dtype)
+    mm_dtype = input.dtype
+    if use_triton:
+        for t in (linear_weight, linear_bias):
+            mm_dtype = mm_dtype if t is None else torch.promote_types(mm_dtype, t.dtype)
+    dtype = compute_dtype(mm_dtype)
+    mm_dtype = mm_dtype if use_triton else dtype
+    default_chunk = T.default_chunk_size(M, vocab, TRITON_CHUNK_ELEMENTS if use_triton else T.CHUNK_ELEMENTS)
     with torch.no_grad():
         c = index_target_coefficients(
             target.reshape(-1), vocab, options.label_smoothing, convention=options.convention, prior=prior,
             weight=weight, ignore_index=ignore_index, dtype=dtype,
         )  # fmt: skip
         p = _Head(
-            h=input.detach().reshape(M, D).to(dtype), W=linear_weight.detach().to(dtype),
-            bias=None if linear_bias is None else linear_bias.detach().to(dtype), coefs=c,
-            reduction=options.reduction, denominator=c.row_weight.sum(),
-            chunk=chunk_size or T.default_chunk_size(M, vocab), out_shape=lead, z_loss=z_loss, softcap=softcap,
-            z_rows=torch.zeros(M, dtype=dtype, device=input.device) if return_z_loss else None,
+            h=input.detach().reshape(M, D).to(mm_dtype), W=linear_weight.detach().to(mm_dtype),
+            bias=None if linear_bias is None else linear_bias.detach().to(mm_dtype), coefs=c,
+            reduction=options.reduction, denominator=c.row_weight.sum(), chunk=chunk_size or default_chunk,
+            out_shape=lead, z_loss=z_loss, softcap=softcap,
+            z_rows=torch.zeros(M, dtype=dtype, device=input.device) if return_z_loss else None, triton=use_triton,
         )  # fmt: skip
     loss = _LinearCrossEntropy.apply(input, linear_weight, linear_bias, p).to(input.dtype)
     if return_z_loss:

@@ -13,10 +13,9 @@ Every backend module provides::
 - ``grad``: (M, K) in the logits' dtype, :math:`s_i\,(m_i\,\mathrm{softmax}(z_i) - a_i e_{y_i} - b_i v_i)`,
   written into the logits' storage when ``inplace=True``.
 
-The torch and compiled backends also take ``z_loss`` (λ of a z-loss λ·lse² on kept rows), ``softcap``
-(z ← c·tanh(z/c) first) and ``z_rows`` ((M,), receives each row's z-loss part); callers pass them only
-when set, so the Triton backend keeps the contract above (:func:`labelsmooth.fused_cross_entropy`
-refuses the terms for it).
+Every backend also takes ``z_loss`` (λ of a z-loss λ·lse² on kept rows), ``softcap`` (z ← c·tanh(z/c)
+first) and ``z_rows`` ((M,), receives each row's z-loss part); callers pass them only when set, so
+without them each backend runs exactly its plain contract above.
 
 Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
 device-agnostic PyTorch; :mod:`.triton_backend` runs Triton kernels on CUDA devices;

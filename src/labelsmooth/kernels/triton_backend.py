@@ -106,13 +106,17 @@ def _num_warps(block: int) -> int:
 
 def loss_and_grad(
     logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None,
-    block_size: int | None = None, num_warps: int | None = None,
+    block_size: int | None = None, num_warps: int | None = None, z_loss: float = 0.0, softcap: float | None = None,
+    z_rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     r"""Per-row loss and gradient of the label-smoothed cross-entropy, with the Triton kernel.
 
     .. math::
-        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i \cdot v_i), \qquad
-        g_i = s_i\,(m_i\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v_i)
+        \ell_i = m_i\,\mathrm{lse}(z_i) - a_i\,z_{i,y_i} - b_i\,(z_i \cdot v_i) + \lambda_i\,\mathrm{lse}(z_i)^2, \qquad
+        g_i = s_i\,\bigl((m_i + 2\lambda_i\,\mathrm{lse}(z_i))\,\mathrm{softmax}(z_i) - a_i\,e_{y_i} - b_i\,v_i\bigr)
+
+    with λ_i = ``z_loss`` on rows whose target is not ignored (0 elsewhere); with ``softcap`` c, z is
+    first replaced by c·tanh(z/c) everywhere above, and g is multiplied by 1 − tanh²(z/c) (docs/theory.md §9).
 
     Args:
         logits: (M, K) floating-point logits with unit stride along K, on a CUDA device (or on the CPU
@@ -123,6 +127,10 @@ def loss_and_grad(
         chunk_size: accepted for the common signature and ignored: the kernel streams the rows.
         block_size: classes per tile, a power of two >= 16; default min(next power of two >= K, 2048).
         num_warps: warps per program; default 4 up to tiles of 2048 classes, then 8, then 16.
+        z_loss: λ >= 0 of the z-loss λ·lse² (validated by the caller); 0 leaves it out of the kernel.
+        softcap: the cap c > 0, or None.
+        z_rows: optional (M,) tensor in the compute dtype that receives each row's z-loss part λ_i·lse_i²
+            (zeros when ``z_loss`` is 0).
 
     Returns:
         ``(row_loss, grad)``: row_loss (M,) in float32 (float64 for float64 logits); grad (M, K) in the
@@ -185,6 +193,19 @@ def loss_and_grad(
         stride_v = v.stride(0) if v.dim() == 2 else 0
         target = coefs.safe_target.to(device).contiguous()
         a_val = b_val = v_val = 0.0
+    with_z = z_loss != 0.0
+    z_coef = a  # a pointer the kernel does not read without a z-loss or with scalars
+    if with_z and scalars is None:  # λ on the rows whose target is not ignored (probability targets: all)
+        z_coef = (coefs.target.to(device) != coefs.ignore_index).to(acc_dtype).mul_(z_loss)
+    if z_rows is not None:
+        if z_rows.shape != (M,) or z_rows.dtype != acc_dtype or not z_rows.is_contiguous():
+            raise ValueError(
+                f"Expected argument `z_rows` to be a contiguous ({M},) tensor of dtype {acc_dtype}, but got shape "
+                f"{tuple(z_rows.shape)}, dtype {z_rows.dtype}"
+            )
+        if not with_z or K == 0:
+            z_rows.zero_()
+    store_z = with_z and z_rows is not None
     write_grad = grad_scale is not None
     scale = grad_scale.to(device) if write_grad else a  # an expanded scalar keeps stride 0: one value for all
     row_loss = torch.empty(M, dtype=acc_dtype, device=device)
@@ -196,7 +217,8 @@ def loss_and_grad(
     kernel.loss_and_grad_rows[(M,)](
         logits, logits.stride(0), logits if grad is None else grad, logits.stride(0) if grad is None else grad.stride(0),
         target, coefs.ignore_index, a, b, m, v, stride_v, a_val, b_val, v_val, scale, scale.stride(0) if write_grad else 0,
-        row_loss, K, BLOCK=block, ACC=acc, SCALARS=scalars is not None, WRITE_GRAD=write_grad,
-        num_warps=num_warps or _num_warps(block),
+        row_loss, K, z_coef, float(z_loss), z_rows if store_z else a, 1.0 if softcap is None else float(softcap),
+        BLOCK=block, ACC=acc, SCALARS=scalars is not None, WRITE_GRAD=write_grad, Z_LOSS=with_z,
+        SOFTCAP=softcap is not None, STORE_Z=store_z, num_warps=num_warps or _num_warps(block),
     )  # fmt: skip
     return row_loss, grad
