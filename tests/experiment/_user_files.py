@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,26 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.head(x.flatten(1))
+
+
+@contextlib.contextmanager
+def isolated_user_data(monkeypatch, tmp_path: Path, *, one_thread: bool = False, default_memory_limit: bool = False):
+    """A private cache folder and no user data set remembered from another test (the body of each user-data
+    test module's autouse fixture); ``one_thread``: torch on one thread (tiny models: more only cost
+    synchronisation); ``default_memory_limit``: no LABELSMOOTH_MAX_DATA_BYTES from the environment."""
+    import torch
+
+    from labelsmooth.experiment import user_data
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if default_memory_limit:
+        monkeypatch.delenv("LABELSMOOTH_MAX_DATA_BYTES", raising=False)
+    user_data._FULL.clear()
+    threads = torch.get_num_threads()
+    if one_thread:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        user_data._FULL.clear()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _user_files import write_wine
+from _user_files import isolated_user_data, write_wine
 from tests.reference import cross_entropy as reference_ce
 from tests.reference import entropy as reference_entropy
 
@@ -23,13 +23,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "own-data.md"
 @pytest.fixture(autouse=True)
 def private_cache(monkeypatch, tmp_path):
     """A private cache folder; one torch thread (tiny models: more threads only cost synchronisation)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    user_data._FULL.clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    user_data._FULL.clear()
+    with isolated_user_data(monkeypatch, tmp_path, one_thread=True):
+        yield
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _user_files import isolated_user_data
 
 from labelsmooth.experiment import tuning, user_data
 from labelsmooth.experiment.config import RunConfig
@@ -20,13 +21,8 @@ SEARCH = {"lr": [0.001, 0.01], "weight_decay": [0.0, 0.5]}
 
 @pytest.fixture(autouse=True)
 def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    user_data._FULL.clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    user_data._FULL.clear()
+    with isolated_user_data(monkeypatch, tmp_path, one_thread=True):
+        yield
 
 
 @pytest.fixture

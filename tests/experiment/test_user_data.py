@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _user_files import write_images, write_wine
+from _user_files import isolated_user_data, write_images, write_wine
 
 from labelsmooth.cli import main
 from labelsmooth.experiment import data, user_data
@@ -22,11 +22,8 @@ from labelsmooth.experiment.user_data import describe, register
 @pytest.fixture(autouse=True)
 def private_cache(monkeypatch, tmp_path):
     """A private cache folder, and no data set remembered from another test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("LABELSMOOTH_MAX_DATA_BYTES", raising=False)
-    user_data._FULL.clear()
-    yield
-    user_data._FULL.clear()
+    with isolated_user_data(monkeypatch, tmp_path, default_memory_limit=True):
+        yield
 
 
 @pytest.fixture

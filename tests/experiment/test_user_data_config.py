@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _user_files import write_images, write_wine
+from _user_files import isolated_user_data, write_images, write_wine
 
 from labelsmooth.cli import main
 from labelsmooth.experiment import user_data
@@ -14,11 +14,8 @@ from labelsmooth.experiment.store import Store
 
 @pytest.fixture(autouse=True)
 def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("LABELSMOOTH_MAX_DATA_BYTES", raising=False)
-    user_data._FULL.clear()
-    yield
-    user_data._FULL.clear()
+    with isolated_user_data(monkeypatch, tmp_path, default_memory_limit=True):
+        yield
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _user_files import isolated_user_data
 
 from labelsmooth.experiment import user_data
 from labelsmooth.experiment.data import DataError
@@ -12,10 +13,8 @@ from labelsmooth.experiment.data import DataError
 
 @pytest.fixture(autouse=True)
 def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    user_data._FULL.clear()
-    yield
-    user_data._FULL.clear()
+    with isolated_user_data(monkeypatch, tmp_path):
+        yield
 
 
 def test_an_npz_counts_all_its_parts_together(tmp_path, monkeypatch):

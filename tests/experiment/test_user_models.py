@@ -4,7 +4,7 @@ run could not rebuild them (worker processes, Ray, a later process resuming a st
 from __future__ import annotations
 
 import pytest
-from _user_files import TinyNet, write_wine
+from _user_files import TinyNet, isolated_user_data, write_wine
 
 from labelsmooth.cli import main
 from labelsmooth.experiment import models, user_data
@@ -16,10 +16,8 @@ from labelsmooth.experiment.store import Store
 
 @pytest.fixture(autouse=True)
 def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    user_data._FULL.clear()
-    yield
-    user_data._FULL.clear()
+    with isolated_user_data(monkeypatch, tmp_path):
+        yield
 
 
 @pytest.fixture
