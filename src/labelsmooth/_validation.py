@@ -77,14 +77,6 @@ def check_softcap(softcap: object) -> float | None:
     return value
 
 
-def refuse_extra_terms(z_loss: float, softcap: float | None, where: str, hint: str = "use backend='torch'") -> None:
-    """Raise ValueError where a path does not implement z-loss or softcapping yet (never ignore them silently)."""
-    if z_loss != 0.0:
-        raise ValueError(f"`z_loss` is not supported by {where} yet (got z_loss={z_loss}); {hint}")
-    if softcap is not None:
-        raise ValueError(f"`softcap` is not supported by {where} yet (got softcap={softcap}); {hint}")
-
-
 def check_num_classes(num_classes: object, name: str = "num_classes") -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"Expected argument `{name}` to be an integer >= 2, but got {type(num_classes).__name__}")
