@@ -84,6 +84,8 @@ def _chunked(
     With a softcap the smoothing term is not linear in h any more: each chunk then computes z·v and the
     −s·b·v gradient on its capped logits instead of through the rank-one identity.
     """
+    if torch.compiler.is_compiling():  # one opaque node in the caller's graph (see _linear_head)
+        return _chunked_in_graph(p, grad_scale, z_rows)
     if p.triton:
         return _chunked_triton(p, grad_scale, z_rows)
     h, W, bias, c = p.h, p.W, p.bias, p.coefs
@@ -166,6 +168,72 @@ def _chunked_triton(
     return row, grad_h, grad_W, grad_b
 
 
+def _absent(t: Tensor) -> Tensor:
+    """The empty stand-in of an output :func:`_linear_head` does not compute (a custom op returns no None)."""
+    return t.new_empty(0)
+
+
+@torch.library.custom_op("labelsmooth::linear_head", mutates_args=())
+def _linear_head(
+    h: Tensor, W: Tensor, bias: Tensor | None, true_coef: Tensor, prior_coef: Tensor, prior_weighted: Tensor,
+    row_mass: Tensor, row_weight: Tensor, safe_target: Tensor, target: Tensor, grad_scale: Tensor | None,
+    ignore_index: int, smoothing: bool, constant_prior: float | None, chunk: int, z_loss: float,
+    softcap: float | None, with_z_rows: bool, triton: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """:func:`_chunked` as one custom operator: (row losses, z-loss parts, grad_h, grad_W, grad_bias), the
+    parts not computed empty.
+
+    Inside a caller's ``torch.compile`` graph the chunk loop runs as this one opaque node, as in eager
+    mode: each chunk's (chunk, V) logits are freed before the next one is made. Traced instead, the loop
+    is unrolled and functionalised, and the compiler may keep every chunk's logits alive at once.
+    """
+    coefs = Coefficients(
+        true_coef=true_coef, prior_coef=prior_coef, prior_weighted=prior_weighted, row_mass=row_mass,
+        row_weight=row_weight, safe_target=safe_target, target=target, num_classes=W.shape[0],
+        ignore_index=ignore_index, smoothing=smoothing, constant_prior=constant_prior,
+    )  # fmt: skip
+    p = _Head(
+        h=h, W=W, bias=bias, coefs=coefs, reduction="sum", denominator=row_weight.new_ones(()), chunk=chunk,
+        out_shape=torch.Size([h.shape[0]]), z_loss=z_loss, softcap=softcap, triton=triton,
+    )  # fmt: skip
+    z_rows = torch.zeros(h.shape[0], dtype=p.dtype, device=h.device) if with_z_rows else None
+    row, gh, gW, gb = _chunked(p, grad_scale, z_rows)
+    return (
+        row, _absent(row) if z_rows is None else z_rows, _absent(h) if gh is None else gh,
+        _absent(W) if gW is None else gW, _absent(row) if gb is None else gb,
+    )  # fmt: skip
+
+
+@_linear_head.register_fake
+def _(h, W, bias, true_coef, prior_coef, prior_weighted, row_mass, row_weight, safe_target, target, grad_scale,
+      ignore_index, smoothing, constant_prior, chunk, z_loss, softcap, with_z_rows, triton):  # fmt: skip
+    dtype = compute_dtype(h.dtype)
+    M = h.shape[0]
+    grads = grad_scale is not None
+    return (
+        h.new_empty(M, dtype=dtype), h.new_empty(M if with_z_rows else 0, dtype=dtype),
+        torch.empty_like(h) if grads else h.new_empty(0), torch.empty_like(W) if grads else W.new_empty(0),
+        h.new_empty(bias.shape[0] if (grads and bias is not None) else 0, dtype=dtype),
+    )  # fmt: skip
+
+
+def _chunked_in_graph(
+    p: _Head, grad_scale: Tensor | None, z_rows: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """:func:`_chunked` through :func:`_linear_head`, for a graph being compiled."""
+    c = p.coefs
+    row, zr, gh, gW, gb = _linear_head(
+        p.h, p.W, p.bias, c.true_coef, c.prior_coef, c.prior_weighted, c.row_mass, c.row_weight, c.safe_target,
+        c.target, grad_scale, c.ignore_index, c.smoothing, c.constant_prior, p.chunk, p.z_loss, p.softcap,
+        z_rows is not None, p.triton,
+    )  # fmt: skip
+    if z_rows is not None:
+        z_rows.copy_(zr)
+    if grad_scale is None:
+        return row, None, None, None
+    return row, gh, gW, None if p.bias is None else gb
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, W, bias, p: _Head):  # type: ignore[override]
@@ -240,7 +308,9 @@ def linear_cross_entropy(
     gradients get scaled copies. float16/bfloat16 are computed in float32 (on the Triton path the
     matrix products stay in the input's dtype, see below). Class indices only. Under ``torch.compile``
     (fullgraph works) the checks of the targets and prior are assertions inside the graph (RuntimeError
-    naming the argument, without the value), and backward multiplies by grad_output.
+    naming the argument, without the value), the chunk loop is one custom operator
+    (``labelsmooth::linear_head``, so a chunk's logits are freed before the next is made, as in eager mode),
+    and backward multiplies by grad_output.
 
     Args:
         input: (N, D) or (..., D) hidden states.
