@@ -294,7 +294,7 @@ def test_cli_sweep_on_user_data_resumes_and_refuses_a_bad_model(wine, tmp_path, 
     from labelsmooth.experiment.report import data_lines
 
     assert data_lines(runs) == [
-        f"Data wine.csv ({wine}): 3 classes, 113 train / 36 test; training examples per class: 0 38, 1 45, 2 30; "
+        f"Data wine.csv ({wine}): 3 classes, 113 train / 29 validation / 36 test; training examples per class: 0 38, 1 45, 2 30; "
         "imbalance (largest / smallest) 1.50"
     ]
     bad = tmp_path / "bad.sqlite"

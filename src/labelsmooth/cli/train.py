@@ -173,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--data-dir {args.data_dir!r} is not a folder")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, but got {args.threads}")
+    from labelsmooth.experiment import splits
     from labelsmooth.experiment.atomic import WriteError, atomic_write, write_error
     from labelsmooth.experiment.data import DataError
     from labelsmooth.experiment.models import ModelError
@@ -209,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     shown = args.data if args.data is not None else config.dataset
     print(
         f"{shown}/{config.model} {config.label()} seed={config.seed}, {config.epochs} epochs "
-        f"({record['data']['train_size']} train / {record['data']['test_size']} test): "
+        f"({splits.part_sizes(record['data'])}): "
         f"train {t['train']:.1f} s, total {t['total']:.1f} s"
     )
     print(

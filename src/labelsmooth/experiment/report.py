@@ -345,7 +345,7 @@ CHOICE_HEADER = ["setting", "split", "lr", "weight decay", "val accuracy %", "va
 
 def data_lines(runs: list[dict], limit: int = 20) -> list[str]:
     """One line per data set (and training size): classes, training counts, imbalance, from the run records."""
-    from labelsmooth.experiment import user_data
+    from labelsmooth.experiment import splits, user_data
 
     lines, seen = [], set()
     for r in runs:
@@ -360,8 +360,8 @@ def data_lines(runs: list[dict], limit: int = 20) -> list[str]:
         name = user_data.short_name(c["dataset"]) if user_data.is_user_name(c["dataset"]) else c["dataset"]
         ratio = f"{max(counts) / min(counts):.2f}" if min(counts) else "inf (a class has no training example)"
         lines.append(
-            f"Data {name} ({d.get('source')}): {len(pairs)} classes, {d.get('train_size')} train / "
-            f"{d.get('test_size')} test; training examples per class: {shown}; imbalance (largest / smallest) {ratio}"
+            f"Data {name} ({d.get('source')}): {len(pairs)} classes, {splits.part_sizes(d)}; training examples per "
+            f"class: {shown}; imbalance (largest / smallest) {ratio}"
         )
     return lines
 

@@ -229,3 +229,14 @@ def with_label_noise(splits: Splits, rate: float, split: int = 0) -> Splits:
         return y
 
     return dataclasses.replace(splits, y_train=corrupt(splits.y_train), y_val=corrupt(splits.y_val))
+
+
+def part_sizes(data: dict) -> str:
+    """``"113 train / 29 validation / 36 test"`` from a run record's ``data`` (without a validation part, two).
+
+    Example:
+        >>> part_sizes({"train_size": 113, "val_size": 29, "test_size": 36})
+        '113 train / 29 validation / 36 test'
+    """
+    val = f" / {data['val_size']} validation" if data.get("val_size") else ""
+    return f"{data.get('train_size')} train{val} / {data.get('test_size')} test"
