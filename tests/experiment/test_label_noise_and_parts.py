@@ -274,3 +274,14 @@ def test_the_report_says_when_the_selection_sits_at_the_edge_of_the_search_space
     )
     inside = analyse([run(0, 0.001, 0.8), run(0, 0.002, 0.9), run(0, 0.004, 0.85)])
     assert edge_note("digits", inside) is None
+
+
+def test_experiments_are_listed_with_their_numbers_in_numeric_order():
+    from labelsmooth.experiment.stats import _natural
+
+    names = ["mnist1d (epochs=50, train_size=1000)", "mnist1d (epochs=10, train_size=16000)", "digits",
+             "mnist1d (epochs=10, train_size=4000)", "mnist1d (epochs=10, train_size=1000)"]  # fmt: skip
+    assert sorted(names, key=_natural) == [
+        "digits", "mnist1d (epochs=10, train_size=1000)", "mnist1d (epochs=10, train_size=4000)",
+        "mnist1d (epochs=10, train_size=16000)", "mnist1d (epochs=50, train_size=1000)",
+    ]  # fmt: skip

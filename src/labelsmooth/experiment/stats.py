@@ -35,6 +35,7 @@ Only the *final* runs count: each seed at the hyperparameters selected on valida
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -305,6 +306,13 @@ def _display(datasets: set[str]) -> dict[str, str]:
     return {d: s if taken[s] == 1 else d for d, s in short.items()}
 
 
+def _natural(name: str) -> list[tuple]:
+    """A sort key that orders the numbers in a name as numbers: ``train_size=4000`` before ``=16000``."""
+    return [
+        (0, float(part), "") if i % 2 else (1, 0.0, part) for i, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", name))
+    ]
+
+
 def _names(experiments: list[tuple]) -> dict[tuple, str]:
     """Name each experiment by its data set, adding the model and differing fields only when needed."""
     by_ds = defaultdict(list)
@@ -422,7 +430,7 @@ def analyse(runs: list[dict], predictions: dict | None = None) -> Analysis:
         groups[exp][label][_unit(r)] = r
         settings[exp][label] = {k: cfg.get(k) for k in LOSS_FIELDS}
     names = _names(sorted(groups, key=str))
-    for exp in sorted(groups, key=lambda e: names[e]):
+    for exp in sorted(groups, key=lambda e: _natural(names[e])):
         name = names[exp]
         d = dict(exp)
         out.info[name] = {
