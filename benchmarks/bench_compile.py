@@ -14,8 +14,8 @@ repeat), float32 on the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K 
 
 Reported: the median time per variant, the median over repeats of the paired ratio to the reference
 (torch compiled for ``step``, ``torch.compile(F.cross_entropy)`` for ``loss``) with its quartiles, and the peak
-of bytes allocated during one step (torch.profiler's allocation records replayed in time order, as
-bench_hf_patch.py and tests/integrations/_memory.py measure it).
+of bytes allocated during one step (torch.profiler's allocation records replayed in time order:
+benchmarks/_memory.py, shared with bench_hf_patch.py; the same measure as tests/integrations/_memory.py).
 
     PYTHONPATH=src python benchmarks/bench_compile.py [--reps 9] [--threads 2] [--group step loss]
 """
@@ -29,30 +29,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch._C._profiler import _EventType
-from torch.profiler import ProfilerActivity, profile
 
 import labelsmooth
+from _memory import peak_bytes
 
 N, K, D, H = 4096, 32000, 64, 64
 EPS = 0.1
-
-
-def peak_bytes(fn) -> int:
-    """Peak of the bytes torch allocated on the CPU and had not freed, during ``fn()``."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    sizes, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        e = stack.pop()
-        if e.tag == _EventType.Allocation:
-            sizes.append((e.start_time_ns, e.extra_fields.alloc_size))
-        stack.extend(e.children)
-    live = peak = 0
-    for _, n in sorted(sizes):
-        live += n
-        peak = max(peak, live)
-    return peak
 
 
 def step_variants() -> tuple[dict, str]:

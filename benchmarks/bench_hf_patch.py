@@ -2,7 +2,7 @@
 against labelsmooth.integrations.huggingface.patch (the loss from the hidden states, chunked).
 
 Memory: torch.profiler's allocation records (profile_memory=True), replayed in time order; the peak of the
-live bytes allocated during the step (the same measure as tests/integrations/_memory.py).
+live bytes allocated during the step (benchmarks/_memory.py; the same measure as tests/integrations/_memory.py).
 
     python benchmarks/bench_hf_patch.py --vocab 32000 --batch 4 --seq 256
 """
@@ -14,27 +14,10 @@ import platform
 
 import torch
 import transformers
-from torch._C._profiler import _EventType
-from torch.profiler import ProfilerActivity, profile
 from transformers.trainer_pt_utils import LabelSmoother
 
+from _memory import peak_bytes
 from labelsmooth.integrations.huggingface import patch
-
-
-def peak_bytes(fn) -> int:
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    sizes, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        e = stack.pop()
-        if e.tag == _EventType.Allocation:
-            sizes.append((e.start_time_ns, e.extra_fields.alloc_size))
-        stack.extend(e.children)
-    live = peak = 0
-    for _, n in sorted(sizes):
-        live += n
-        peak = max(peak, live)
-    return peak
 
 
 def main() -> None:

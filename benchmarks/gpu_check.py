@@ -362,6 +362,28 @@ def methods(
     return out
 
 
+def time_and_peak(step: Callable, inputs: Callable[[], tuple], reps: int, warmup: int) -> tuple[float, float]:
+    """Median milliseconds of ``step(*inputs())`` and the largest peak of memory allocated beyond what was
+    live before it. ``inputs()`` runs before the timed region, once per repetition; what ``step`` returns
+    stays alive until the peak is read. The first ``warmup`` repetitions are not counted."""
+    times, peaks = [], []
+    for i in range(warmup + reps):
+        args = inputs()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        kept = step(*args)
+        end.record()
+        torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(start.elapsed_time(end))
+            peaks.append((torch.cuda.max_memory_allocated() - before) / 2**20)
+        del args, kept
+    return statistics.median(times), max(peaks)
+
+
 def measure(fn: Callable, base: torch.Tensor, y: torch.Tensor, reps: int, warmup: int) -> tuple[float, float]:
     """Median forward+backward milliseconds and the largest peak of memory allocated beyond the inputs.
 
@@ -369,23 +391,37 @@ def measure(fn: Callable, base: torch.Tensor, y: torch.Tensor, reps: int, warmup
     methods overwrite them with the gradient. The logits are an activation (a non-leaf, as in a model)
     and the backward pass stops at their gradient, which is counted in the peak.
     """
-    times, peaks = [], []
-    for i in range(warmup + reps):
-        z = base.clone().requires_grad_(True) * 1.0  # an activation, as in a model (in place needs one)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+
+    def step(z):
         loss = fn(z, y)
-        (grad,) = torch.autograd.grad(loss, z)  # backward down to the logits' gradient, which stays alive
-        end.record()
-        torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(start.elapsed_time(end))
-            peaks.append((torch.cuda.max_memory_allocated() - before) / 2**20)
-        del z, loss, grad
-    return statistics.median(times), max(peaks)
+        return loss, torch.autograd.grad(loss, z)  # backward down to the logits' gradient, which stays alive
+
+    def fresh_logits():
+        return (base.clone().requires_grad_(True) * 1.0,)  # an activation, as in a model (in place needs one)
+
+    return time_and_peak(step, fresh_logits, reps, warmup)
+
+
+def measure_each(vocab: int, fns: dict[str, Callable | str], deadline: float, measure_one: Callable, *args):
+    """One Measurement per method of ``fns``: ``measure_one(fn, *args)`` gives (ms, MiB); a string in
+    ``fns`` says why a method is absent; past ``deadline``, a failure or out of memory, a note says why."""
+    results = []
+    for name, fn in fns.items():
+        if isinstance(fn, str):
+            results.append(Measurement(vocab, name, None, None, fn))
+            continue
+        if time.monotonic() > deadline:
+            results.append(Measurement(vocab, name, None, None, "skipped: --budget-s reached"))
+            continue
+        try:
+            ms, mib = measure_one(fn, *args)
+            results.append(Measurement(vocab, name, ms, mib))
+        except torch.cuda.OutOfMemoryError:
+            results.append(Measurement(vocab, name, None, None, "out of memory"))
+        except Exception as e:  # one broken method must not stop the others
+            results.append(Measurement(vocab, name, None, None, f"{type(e).__name__}: {e}"[:120]))
+        torch.cuda.empty_cache()
+    return results
 
 
 def benchmark(rows, vocabs, reps, warmup, fns: dict[str, Callable | str], deadline: float) -> list[Measurement]:
@@ -394,21 +430,7 @@ def benchmark(rows, vocabs, reps, warmup, fns: dict[str, Callable | str], deadli
     for V in vocabs:
         base = torch.randn(rows, V, device="cuda", dtype=torch.bfloat16, generator=g)
         y = torch.randint(0, V, (rows,), device="cuda", generator=g)
-        for name, fn in fns.items():
-            if isinstance(fn, str):
-                results.append(Measurement(V, name, None, None, fn))
-                continue
-            if time.monotonic() > deadline:
-                results.append(Measurement(V, name, None, None, "skipped: --budget-s reached"))
-                continue
-            try:
-                ms, mib = measure(fn, base, y, reps, warmup)
-                results.append(Measurement(V, name, ms, mib))
-            except torch.cuda.OutOfMemoryError:
-                results.append(Measurement(V, name, None, None, "out of memory"))
-            except Exception as e:  # one broken method must not stop the others
-                results.append(Measurement(V, name, None, None, f"{type(e).__name__}: {e}"[:120]))
-            torch.cuda.empty_cache()
+        results += measure_each(V, fns, deadline, measure, base, y, reps, warmup)
         del base, y
         torch.cuda.empty_cache()
     return results
@@ -487,46 +509,21 @@ def measure_linear(fn: Callable, h: torch.Tensor, W: torch.Tensor, y: torch.Tens
     """Median forward+backward milliseconds and the largest peak of memory allocated beyond h, W and y
     (leaves that require grad, as a model's last hidden states and head); the gradients of h and W stay
     alive to the end and count in the peak."""
-    times, peaks = [], []
-    for i in range(warmup + reps):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+
+    def step():
         loss = fn(h, W, y)
-        grads = torch.autograd.grad(loss, (h, W))
-        end.record()
-        torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(start.elapsed_time(end))
-            peaks.append((torch.cuda.max_memory_allocated() - before) / 2**20)
-        del loss, grads
-    return statistics.median(times), max(peaks)
+        return loss, torch.autograd.grad(loss, (h, W))
+
+    return time_and_peak(step, lambda: (), reps, warmup)
 
 
 def benchmark_linear(rows, hidden, vocab, reps, warmup, fns, deadline) -> list[Measurement]:
-    results = []
     g = torch.Generator(device="cuda").manual_seed(0)
     h = torch.randn(rows, hidden, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_(True)
     W = torch.randn(vocab, hidden, device="cuda", dtype=torch.bfloat16, generator=g) / math.sqrt(hidden)
     W.requires_grad_(True)
     y = torch.randint(0, vocab, (rows,), device="cuda", generator=g)
-    for name, fn in fns.items():
-        if isinstance(fn, str):
-            results.append(Measurement(vocab, name, None, None, fn))
-            continue
-        if time.monotonic() > deadline:
-            results.append(Measurement(vocab, name, None, None, "skipped: --budget-s reached"))
-            continue
-        try:
-            ms, mib = measure_linear(fn, h, W, y, reps, warmup)
-            results.append(Measurement(vocab, name, ms, mib))
-        except torch.cuda.OutOfMemoryError:
-            results.append(Measurement(vocab, name, None, None, "out of memory"))
-        except Exception as e:  # one broken method must not stop the others
-            results.append(Measurement(vocab, name, None, None, f"{type(e).__name__}: {e}"[:120]))
-        torch.cuda.empty_cache()
+    results = measure_each(vocab, fns, deadline, measure_linear, h, W, y, reps, warmup)
     del h, W, y
     torch.cuda.empty_cache()
     return results

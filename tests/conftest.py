@@ -19,3 +19,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    """TRITON_INTERPRET=1 for one test: the Triton kernels run on CPU tensors in the interpreter (tests/_triton.py)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")

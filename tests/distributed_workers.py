@@ -153,6 +153,23 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a.detach(), b.detach(), rtol=TOL, atol=TOL)
 
 
+class _Checks:
+    """A rank's comparisons against a reference: ``check(name, ours, ref)`` counts one, and keeps a failure
+    line when the two differ in shape or beyond TOL; ``results()`` is what the rank writes for the test."""
+
+    def __init__(self, rank: int):
+        self.rank, self.checked, self.failures = rank, 0, []
+
+    def __call__(self, name: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
+        self.checked += 1
+        if not _close(ours, ref):
+            diff = _max_diff(ours, ref) if ours.shape == ref.shape else "shape"
+            self.failures.append(f"rank {self.rank}: {name}: max |diff| = {diff}")
+
+    def results(self, **extra) -> dict:
+        return {"checked": self.checked, "failures": self.failures, **extra}
+
+
 def failing_worker(rank: int, world_size: int, out_dir: str, how: str) -> None:
     """For the harness's own tests: the last rank raises or aborts (``how``) inside a named function."""
     dist.barrier()
@@ -287,18 +304,9 @@ def exactness_worker(rank: int, world_size: int, out_dir: str) -> None:
     import labelsmooth
     from labelsmooth.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
-    sizes = SLICES[world_size]
-    offsets = _offsets(sizes)
+    offsets = _offsets(SLICES[world_size])
     K, s, e = offsets[-1], offsets[rank], offsets[rank + 1]
-    failures, checked, case_id = [], 0, 0
-
-    def check(name: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
-        nonlocal checked
-        checked += 1
-        if not _close(ours, ref):
-            failures.append(
-                f"rank {rank}: {name}: max |diff| = {_max_diff(ours, ref) if ours.shape == ref.shape else 'shape'}"
-            )
+    check, case_id = _Checks(rank), 0
 
     for convention in CONVENTIONS:
         for use_prior in (False, True):
@@ -361,9 +369,7 @@ def exactness_worker(rank: int, world_size: int, out_dir: str) -> None:
                         check(name + " bias grad", b_ours.grad, b_ref.grad[s:e])
 
     per_partition = per_partition_measurement(PER_PARTITION_SLICES[world_size], rows=9, scale=3.0, eps=0.1)
-    _write(
-        Path(out_dir) / f"rank{rank}.json", {"checked": checked, "failures": failures, "per_partition": per_partition}
-    )
+    _write(Path(out_dir) / f"rank{rank}.json", check.results(per_partition=per_partition))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,18 +383,9 @@ def terms_worker(rank: int, world_size: int, out_dir: str) -> None:
     from labelsmooth.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
     from tests import reference as R
 
-    sizes = SLICES[world_size]
-    offsets = _offsets(sizes)
+    offsets = _offsets(SLICES[world_size])
     K, s, e = offsets[-1], offsets[rank], offsets[rank + 1]
-    failures, checked, case_id = [], 0, 0
-
-    def check(name: str, ours: torch.Tensor, ref: torch.Tensor) -> None:
-        nonlocal checked
-        checked += 1
-        if not _close(ours, ref):
-            failures.append(
-                f"rank {rank}: {name}: max |diff| = {_max_diff(ours, ref) if ours.shape == ref.shape else 'shape'}"
-            )
+    check, case_id = _Checks(rank), 0
 
     for z_loss, softcap in TERMS:
         for convention in CONVENTIONS:
@@ -435,7 +432,7 @@ def terms_worker(rank: int, world_size: int, out_dir: str) -> None:
                     check("linear " + name + " input grad (all-reduced)", h_ours.grad, G @ W)
                     check("linear " + name + " weight grad", W_ours.grad, (G.T @ h)[s:e])
                     check("linear " + name + " bias grad", b_ours.grad, G.sum(0)[s:e])
-    _write(Path(out_dir) / f"rank{rank}.json", {"checked": checked, "failures": failures})
+    _write(Path(out_dir) / f"rank{rank}.json", check.results())
 
 
 def _oracle_grad(logits: torch.Tensor, y: torch.Tensor, upstream: torch.Tensor, **kw) -> torch.Tensor:

@@ -12,18 +12,11 @@ import pytest
 import torch
 
 import labelsmooth as ls
-from labelsmooth.kernels import triton_backend
 from tests import reference as R
+from tests._triton import require_interpreter
 
-if not triton_backend.is_available():
-    pytest.skip("the optional extra labelsmooth[triton] (triton) is not installed", allow_module_level=True)
-if not triton_backend.import_for_interpreter():
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
-
-
-@pytest.fixture(autouse=True)
-def _interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+require_interpreter(__file__)
+pytestmark = pytest.mark.usefixtures("triton_interpreter")
 
 
 IGNORE = -100

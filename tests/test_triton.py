@@ -24,22 +24,10 @@ import labelsmooth as ls
 from labelsmooth.kernels import triton_backend
 from labelsmooth.targets import index_target_coefficients
 from tests import reference as ref
+from tests._triton import require_interpreter
 
-if not triton_backend.is_available():
-    pytest.skip("the optional extra labelsmooth[triton] (triton) is not installed", allow_module_level=True)
-# Triton fixes its interpreter mode when it is first imported (tests/conftest.py imports it so already);
-# _interpreter sets TRITON_INTERPRET=1 per test.
-if not triton_backend.import_for_interpreter():
-    pytest.skip(
-        "triton was imported before TRITON_INTERPRET=1 was set; run: TRITON_INTERPRET=1 python -m pytest "
-        "tests/test_triton.py",
-        allow_module_level=True,
-    )
-
-
-@pytest.fixture(autouse=True)
-def _interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+require_interpreter(__file__)
+pytestmark = pytest.mark.usefixtures("triton_interpreter")
 
 
 REDUCTIONS = ["mean", "sum", "none"]

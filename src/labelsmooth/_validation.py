@@ -284,30 +284,13 @@ class LossOptions:
 
 
 @dataclass(frozen=True)
-class CrossEntropyArgs:
-    """Validated cross-entropy arguments with the logits flattened to (M, K), class dimension last."""
+class CrossEntropyArgs(LossOptions):
+    """Validated cross-entropy arguments: the options, and the logits flattened to (M, K), class dimension last."""
 
     logits: Tensor  # (M, K), the input's dtype
     target: Tensor  # (M,) class indices, or (M, K) probabilities
     soft: bool
     out_shape: torch.Size  # shape of reduction="none"
-    options: LossOptions
-
-    @property
-    def num_classes(self) -> int:
-        return self.options.num_classes
-
-    @property
-    def label_smoothing(self) -> float:
-        return self.options.label_smoothing
-
-    @property
-    def convention(self) -> str:
-        return self.options.convention
-
-    @property
-    def reduction(self) -> str:
-        return self.options.reduction
 
 
 def check_loss_options(
@@ -341,24 +324,13 @@ def check_loss_options(
     return LossOptions(K, eps, convention, reduction, ignore_index, weight, prior), soft
 
 
-def check_cross_entropy_args(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    prior: Tensor | None,
-    *,
-    check_range: bool = True,
-) -> CrossEntropyArgs:
-    """Validate every argument of :func:`labelsmooth.cross_entropy` and flatten the logits to (M, K)."""
+def check_cross_entropy_args(input: Tensor, target: Tensor, *option_args, check_range: bool = True) -> CrossEntropyArgs:
+    """Validate every argument of :func:`labelsmooth.cross_entropy` and flatten the logits to (M, K).
+
+    ``option_args`` are :func:`check_loss_options`'s after ``target``, in its order (weight, ignore_index,
+    reduction, label_smoothing, convention, prior), and checked by it."""
     check_logits(input)
-    options, soft = check_loss_options(
-        input.shape, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
-        check_range=check_range,
-    )  # fmt: skip
+    options, soft = check_loss_options(input.shape, target, *option_args, check_range=check_range)
     cdim = class_dim(input)
     logits = flatten_classes_last(input, cdim)
     if soft:
@@ -367,7 +339,7 @@ def check_cross_entropy_args(
     else:
         flat_target = as_index(target if target.dim() == 1 else target.reshape(-1))
         out_shape = target.shape
-    return CrossEntropyArgs(logits, flat_target, soft, out_shape, options)
+    return CrossEntropyArgs(**vars(options), logits=logits, target=flat_target, soft=soft, out_shape=out_shape)
 
 
 def check_index_target(target: object, shape: Sequence[int] | None, *, where: str) -> Tensor:

@@ -184,14 +184,14 @@ def probability_target_coefficients(
 
 def coefficients(args: V.CrossEntropyArgs, dtype: torch.dtype) -> Coefficients:
     """The coefficients of validated cross-entropy arguments (class indices or probabilities)."""
-    o = args.options
     if args.soft:
         return probability_target_coefficients(
-            args.target, o.label_smoothing, convention=o.convention, prior=o.prior, weight=o.weight, dtype=dtype
-        )
+            args.target, args.label_smoothing, convention=args.convention, prior=args.prior, weight=args.weight,
+            dtype=dtype,
+        )  # fmt: skip
     return index_target_coefficients(
-        args.target, o.num_classes, o.label_smoothing, convention=o.convention, prior=o.prior, weight=o.weight,
-        ignore_index=o.ignore_index, dtype=dtype,
+        args.target, args.num_classes, args.label_smoothing, convention=args.convention, prior=args.prior,
+        weight=args.weight, ignore_index=args.ignore_index, dtype=dtype,
     )  # fmt: skip
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from torch import nn
 
 
@@ -59,24 +59,29 @@ class TinyNet(nn.Module):
         return self.head(x.flatten(1))
 
 
-@contextlib.contextmanager
-def isolated_user_data(monkeypatch, tmp_path: Path, *, one_thread: bool = False, default_memory_limit: bool = False):
-    """A private cache folder and no user data set remembered from another test (the body of each user-data
-    test module's autouse fixture); ``one_thread``: torch on one thread (tiny models: more only cost
-    synchronisation); ``default_memory_limit``: no LABELSMOOTH_MAX_DATA_BYTES from the environment."""
-    import torch
+def isolated_user_data(*, one_thread: bool = False, default_memory_limit: bool = False):
+    """The autouse fixture of each user-data test module (``private_cache = isolated_user_data(...)``): a private
+    cache folder and no user data set remembered from another test; ``one_thread``: torch on one thread (tiny
+    models: more only cost synchronisation); ``default_memory_limit``: no LABELSMOOTH_MAX_DATA_BYTES from the
+    environment."""
 
-    from labelsmooth.experiment import user_data
+    @pytest.fixture(autouse=True)
+    def private_cache(monkeypatch, tmp_path):
+        import torch
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    if default_memory_limit:
-        monkeypatch.delenv("LABELSMOOTH_MAX_DATA_BYTES", raising=False)
-    user_data._FULL.clear()
-    threads = torch.get_num_threads()
-    if one_thread:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+        from labelsmooth.experiment import user_data
+
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        if default_memory_limit:
+            monkeypatch.delenv("LABELSMOOTH_MAX_DATA_BYTES", raising=False)
         user_data._FULL.clear()
+        threads = torch.get_num_threads()
+        if one_thread:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            user_data._FULL.clear()
+
+    return private_cache

@@ -20,20 +20,7 @@ from labelsmooth.experiment.study import record_of, study, with_validation
 DOC = Path(__file__).resolve().parents[2] / "docs" / "own-data.md"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    """A private cache folder; one torch thread (tiny models: more threads only cost synchronisation)."""
-    with isolated_user_data(monkeypatch, tmp_path, one_thread=True):
-        yield
-
-
-@pytest.fixture
-def blobs():
-    """Three well separated Gaussian classes in 4-D, 30 examples each."""
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(90) % 3
-    x = torch.randn(90, 4, generator=g) + 3 * torch.nn.functional.one_hot(y, 4).float()
-    return x, y
+private_cache = isolated_user_data(one_thread=True)
 
 
 def linear_fn(loss_fn, data, hparams, seed):

@@ -19,19 +19,7 @@ from labelsmooth.experiment.study import record_of, study, with_validation
 SEARCH = {"lr": [0.001, 0.01], "weight_decay": [0.0, 0.5]}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    with isolated_user_data(monkeypatch, tmp_path, one_thread=True):
-        yield
-
-
-@pytest.fixture
-def blobs():
-    """Three well separated Gaussian classes in 4-D, 30 examples each."""
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(90) % 3
-    x = torch.randn(90, 4, generator=g) + 3 * torch.nn.functional.one_hot(y, 4).float()
-    return x, y
+private_cache = isolated_user_data(one_thread=True)
 
 
 def _scores(y: torch.Tensor, right: float, K: int = 3, seed: int = 0) -> torch.Tensor:

@@ -18,12 +18,7 @@ from labelsmooth.experiment.store import Store
 from labelsmooth.experiment.train import train
 from labelsmooth.experiment.user_data import describe, register
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    """A private cache folder, and no data set remembered from another test."""
-    with isolated_user_data(monkeypatch, tmp_path, default_memory_limit=True):
-        yield
+private_cache = isolated_user_data(default_memory_limit=True)
 
 
 @pytest.fixture

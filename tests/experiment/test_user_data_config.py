@@ -11,11 +11,7 @@ from labelsmooth.experiment.data import DataError
 from labelsmooth.experiment.grid import SpecError, read_toml
 from labelsmooth.experiment.store import Store
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    with isolated_user_data(monkeypatch, tmp_path, default_memory_limit=True):
-        yield
+private_cache = isolated_user_data(default_memory_limit=True)
 
 
 @pytest.fixture

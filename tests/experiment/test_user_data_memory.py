@@ -10,11 +10,7 @@ from _user_files import isolated_user_data
 from labelsmooth.experiment import user_data
 from labelsmooth.experiment.data import DataError
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    with isolated_user_data(monkeypatch, tmp_path):
-        yield
+private_cache = isolated_user_data()
 
 
 def test_an_npz_counts_all_its_parts_together(tmp_path, monkeypatch):

@@ -13,11 +13,7 @@ from labelsmooth.experiment.models import ModelError, build, check_portable, is_
 from labelsmooth.experiment.runner import sweep
 from labelsmooth.experiment.store import Store
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    with isolated_user_data(monkeypatch, tmp_path):
-        yield
+private_cache = isolated_user_data()
 
 
 @pytest.fixture

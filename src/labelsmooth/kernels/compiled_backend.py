@@ -105,28 +105,25 @@ def loss_and_grad(
             z_coef = ((coefs.target != coefs.ignore_index).to(cdtype) * z_loss).contiguous()
         else:
             z_coef = torch.full((M,), z_loss, dtype=cdtype, device=logits.device)
-    if torch.compiler.is_compiling():
-        # Inside a caller's torch.compile: _rows is traced into the caller's graph and fused with it, on
-        # all rows at once by default (a chunk loop would only be unrolled in the graph).
-        for start in range(0, M, chunk_size or M):
-            sl = slice(start, min(start + (chunk_size or M), M))
+
+    def run_chunks(rows_fn, chunk: int) -> None:  # row_loss (and grad) filled chunk by chunk
+        for start in range(0, M, chunk):
+            sl = slice(start, min(start + chunk, M))
             out = None if (inplace or not needs_grad) else grad[sl]
             vs = v[sl] if v is not None and v.dim() == 2 else v
-            row_loss[sl] = _rows(
+            row_loss[sl] = rows_fn(
                 logits[sl], out, tgt[sl], a[sl], b[sl], m[sl], None if s is None else s[sl], vs, coefs.index_targets,
                 None if z_coef is None else z_coef[sl], softcap, None if z_rows is None else z_rows[sl],
             )  # fmt: skip
+
+    if torch.compiler.is_compiling():
+        # Inside a caller's torch.compile: _rows is traced into the caller's graph and fused with it, on
+        # all rows at once by default (a chunk loop would only be unrolled in the graph).
+        run_chunks(_rows, chunk_size or M)
         return row_loss, grad
     kernel = _compiled()
     # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
     chunk = chunk_size or (M if logits.is_cuda else T.default_chunk_size(M, K, CHUNK_ELEMENTS))
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-        for start in range(0, M, chunk):
-            sl = slice(start, min(start + chunk, M))
-            out = None if (inplace or not needs_grad) else grad[sl]
-            vs = v[sl] if v is not None and v.dim() == 2 else v
-            row_loss[sl] = kernel(
-                logits[sl], out, tgt[sl], a[sl], b[sl], m[sl], None if s is None else s[sl], vs, coefs.index_targets,
-                None if z_coef is None else z_coef[sl], softcap, None if z_rows is None else z_rows[sl],
-            )  # fmt: skip
+        run_chunks(kernel, chunk)
     return row_loss, grad
