@@ -11,13 +11,17 @@ repeat), float32 on the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K 
 - ``loss``: the loss alone on given logits (a leaf (N, K) requiring grad), forward + backward, eager:
   ``F.cross_entropy``, ``torch.compile(F.cross_entropy)`` (the one-liner) and ``fused_cross_entropy``
   (its default backend, and each CPU backend).
+- ``sizes``: the ``loss`` group's eager variants across shapes (``--shapes N×K ...``): the one-liner,
+  the plain backend, and the compiled backend with chunks of 2^21 (its default), 2^23 and 2^25 logits;
+  plus each variant's first call in this process (compilation included) and the default's choice.
 
 Reported: the median time per variant, the median over repeats of the paired ratio to the reference
 (torch compiled for ``step``, ``torch.compile(F.cross_entropy)`` for ``loss``) with its quartiles, and the peak
 of bytes allocated during one step (torch.profiler's allocation records replayed in time order:
 benchmarks/_memory.py, shared with bench_hf_patch.py; the same measure as tests/integrations/_memory.py).
 
-    PYTHONPATH=src python benchmarks/bench_compile.py [--reps 9] [--threads 2] [--group step loss]
+    PYTHONPATH=src python benchmarks/bench_compile.py [--reps 9] [--threads 2] [--group step loss sizes]
+        [--shapes 4096x32000 2048x128000 ...]
 """
 
 from __future__ import annotations
@@ -103,10 +107,45 @@ def loss_variants() -> tuple[dict, str]:
     return variants, "torch.compile(F.cross_entropy)"
 
 
-def measure(variants: dict, reference: str, reps: int) -> list[dict]:
+SHAPES = ["128x1000", "1024x1000", "16384x1000", "65536x100", "512x32000", "4096x32000", "2048x128000"]
+
+
+def size_variants(n: int, k: int) -> tuple[dict, str]:
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(n, k, generator=g).requires_grad_()
+    y = torch.randint(0, k, (n,), generator=g)
+    one_liner = torch.compile(F.cross_entropy)
+
+    def make(fn):
+        def run():
+            loss = fn(z, y)
+            (grad,) = torch.autograd.grad(loss, z)
+            return grad
+
+        return run
+
+    def ours(**kw):
+        return make(lambda z, y: labelsmooth.fused_cross_entropy(z, y, label_smoothing=EPS, **kw))
+
+    variants = {
+        "torch.compile(F.cross_entropy)": make(lambda z, y: one_liner(z, y, label_smoothing=EPS)),
+        "ours default": ours(),
+        "ours torch": ours(backend="torch"),
+        **{
+            f"ours compiled, 2^{e} logits": ours(backend="compiled", chunk_size=max(1, min(n, (1 << e) // k)))
+            for e in (21, 23, 25)
+        },
+    }
+    return variants, "torch.compile(F.cross_entropy)"
+
+
+def measure(variants: dict, reference: str, reps: int, first: dict | None = None) -> list[dict]:
     names = list(variants)
     for name in names:  # warm-up, compiles included
+        t0 = time.perf_counter()
         variants[name]()
+        if first is not None:
+            first[name] = time.perf_counter() - t0
         variants[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
@@ -136,13 +175,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--group", nargs="+", default=["step", "loss"], choices=["step", "loss"])
+    parser.add_argument("--group", nargs="+", default=["step", "loss"], choices=["step", "loss", "sizes"])
+    parser.add_argument("--shapes", nargs="+", default=SHAPES, help="N×K of the sizes group, as 4096x32000")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{platform.platform()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads, N = {N}, K = {K}, float32, ε = {EPS}, {args.reps} paired repeats")  # fmt: skip
     groups = {"step": step_variants, "loss": loss_variants}
     for group in args.group:
+        if group == "sizes":
+            sizes(args.shapes, args.reps)
+            continue
         variants, reference = groups[group]()
         if group == "step":
             print(f"\nstep: h = tanh(x A) (x: {N}×{H}, A: {H}×{D}), logits = h Wᵀ (W: {K}×{D}), loss, backward")
@@ -154,6 +197,24 @@ def main() -> None:
             print(
                 f"| {r['name']} | {r['median_ms']:.1f} | {r['ratio']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}] | "
                 f"{r['peak_mib']:.0f} |"
+            )
+
+
+def sizes(shapes: list[str], reps: int) -> None:
+    print("\nsizes: the loss alone on leaf logits N×K, forward + backward; ratio to torch.compile(F.cross_entropy)")
+    print("| N × K | variant | median ms | ratio [quartiles] | first call ms | peak MiB |")
+    print("|---|---|---:|---|---:|---:|")
+    for shape in shapes:
+        n, k = (int(v) for v in shape.lower().replace("×", "x").split("x"))
+        variants, reference = size_variants(n, k)
+        first: dict[str, float] = {}
+        picked = labelsmooth.kernels.select_backend("auto", torch.empty(n, k)).__name__.rsplit(".", 1)[-1]
+        for r in measure(variants, reference, reps, first):
+            name = r["name"] + (f" (= {picked})" if r["name"] == "ours default" else "")
+            print(
+                f"| {n:,} × {k:,} | {name} | {r['median_ms']:.2f} | {r['ratio']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}] | "
+                f"{first[r['name']] * 1e3:.0f} | {r['peak_mib']:.0f} |",
+                flush=True,
             )
 
 

@@ -145,9 +145,11 @@ def test_inductor_compiled_step_equals_eager(name):
     _check_compiled_equals_eager(name, "inductor")
 
 
-def test_auto_keeps_the_plain_backend_on_cpus_in_eager_mode_and_traces_the_compiled_one_under_compile(monkeypatch):
+def test_auto_keeps_the_plain_backend_for_small_cpu_inputs_in_eager_mode_and_traces_the_compiled_one_under_compile(
+    monkeypatch,
+):
     z = torch.zeros(4, 3)
-    assert select_backend("auto", z) is kernels.torch_backend
+    assert select_backend("auto", z) is kernels.torch_backend  # large inputs: tests/test_auto_backend.py
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # what Dynamo reports while tracing
     assert select_backend("auto", z) is kernels.compiled_backend
 

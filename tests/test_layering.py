@@ -25,6 +25,7 @@ LAYERS = [
         "kernels._triton_kernel",
         "kernels.torch_backend",
         "kernels.compiled_backend",
+        "kernels.auto_compiled",
         "kernels.triton_backend",
         "kernels",
     ],  # fmt: skip

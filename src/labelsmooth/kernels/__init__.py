@@ -20,7 +20,9 @@ without them each backend runs exactly its plain contract above.
 Maths is done in float32 for float16/bfloat16 (float64 stays float64). :mod:`.torch_backend` is plain,
 device-agnostic PyTorch; :mod:`.triton_backend` runs Triton kernels on CUDA devices;
 :mod:`.compiled_backend` is the torch backend's computation fused by ``torch.compile`` (it compiles on
-first use and needs a C++ compiler on CPUs; "auto" takes it inside a caller's torch.compile).
+first use and needs a C++ compiler on CPUs; "auto" takes it inside a caller's torch.compile, and in eager
+mode for CPU inputs of at least :data:`AUTO_MIN_LOGITS` logits, through :mod:`.auto_compiled`, which falls
+back where compiling fails).
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as V
-from labelsmooth.kernels import compiled_backend, torch_backend, triton_backend
+from labelsmooth.kernels import auto_compiled, compiled_backend, torch_backend, triton_backend
 
 BACKENDS = ("auto", "torch", "triton", "compiled")
+#: In eager mode "auto" compiles the CPU kernel for inputs of at least this many logits (N·K): there its
+#: first call's seconds of compilation are worth it (docs/performance.md, "torch.compile").
+AUTO_MIN_LOGITS = 1 << 24
 
 
 def _cxx_compiler() -> str | None:
@@ -48,10 +53,14 @@ def _cxx_compiler() -> str | None:
 
 
 def select_backend(backend: str, logits: Tensor) -> ModuleType:
-    """The backend module for ``logits``: "auto" takes Triton for CUDA tensors when it can run, the compiled
-    backend for CPU tensors inside a caller's torch.compile (its chunk computation is then traced into the
-    caller's graph), else torch. In eager mode "auto" keeps the plain backend on CPUs: it was the faster one
-    in the last paired measurement (docs/performance.md, "torch.compile").
+    """The backend module for ``logits``.
+
+    "auto" takes Triton for CUDA tensors when it can run. For CPU tensors it takes the compiled backend
+    inside a caller's torch.compile (its chunk computation is then traced into the caller's graph); in
+    eager mode, for at least :data:`AUTO_MIN_LOGITS` logits where a C++ compiler is found and compiling
+    has not failed before in this process, the compiled backend through :mod:`.auto_compiled` (it
+    compiles on the first call for each dtype and class count, seconds, and falls back with a warning
+    where compiling fails); else the plain torch backend.
 
     "triton" raises ValueError where it cannot run: triton missing, or CPU tensors without
     ``TRITON_INTERPRET=1``. "compiled" raises ValueError when no C++ compiler is found.
@@ -69,8 +78,15 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
     if backend == "auto":
         if logits.is_cuda and triton_backend.can_run(logits.device):
             return triton_backend
-        if logits.device.type == "cpu" and torch.compiler.is_compiling():
-            return compiled_backend
+        if logits.device.type == "cpu":
+            if torch.compiler.is_compiling():
+                return compiled_backend
+            if (
+                logits.numel() >= AUTO_MIN_LOGITS
+                and auto_compiled.compile_failure() is None
+                and _cxx_compiler() is not None
+            ):
+                return auto_compiled
         return torch_backend
     if not triton_backend.is_available():
         raise ValueError(
@@ -86,7 +102,9 @@ def select_backend(backend: str, logits: Tensor) -> ModuleType:
 
 
 __all__ = [
+    "AUTO_MIN_LOGITS",
     "BACKENDS",
+    "auto_compiled",
     "compiled_backend",
     "select_backend",
     "torch_backend",

@@ -4,8 +4,9 @@ See :mod:`labelsmooth.kernels` for the contract. :func:`_rows` states the whole 
 out of place, with the loss formula of :func:`.torch_backend.loss_terms`; TorchInductor turns it into one
 C++/OpenMP kernel per chunk (docs/performance.md describes its loops and costs). It needs a C++ compiler
 (g++ or clang++) and compiles on first use for each new dtype, prior kind and class count; rows may change
-without recompiling. In eager mode it is opt-in (``backend="compiled"``); "auto" takes it only inside a
-caller's torch.compile (:func:`labelsmooth.kernels.select_backend`), where nothing extra is compiled.
+without recompiling. "auto" takes it inside a caller's torch.compile (where nothing extra is compiled) and,
+in eager mode, for CPU inputs of at least ``AUTO_MIN_LOGITS`` logits where a C++ compiler is found,
+through :mod:`.auto_compiled` (:func:`labelsmooth.kernels.select_backend`).
 """
 
 from __future__ import annotations
@@ -80,11 +81,12 @@ def _compiled():
 
 def loss_and_grad(
     logits: Tensor, coefs: Coefficients, grad_scale: Tensor | None, *, inplace: bool, chunk_size: int | None = None,
-    z_loss: float = 0.0, softcap: float | None = None, z_rows: Tensor | None = None,
+    z_loss: float = 0.0, softcap: float | None = None, z_rows: Tensor | None = None, wrap=None,
 ) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     """The contract of :mod:`labelsmooth.kernels`, by the compiled :func:`_rows` on chunks of ``chunk_size``
     rows (default: :data:`CHUNK_ELEMENTS` logits on CPUs, every row at once on GPUs); ``z_loss``,
-    ``softcap`` and ``z_rows`` as :func:`.torch_backend.loss_and_grad`."""
+    ``softcap`` and ``z_rows`` as :func:`.torch_backend.loss_and_grad`; ``wrap``, if given, wraps the
+    compiled kernel in eager mode (:mod:`.auto_compiled` turns compile failures into a fallback)."""
     needs_grad = grad_scale is not None
     M, K = logits.shape
     cdtype = compute_dtype(logits.dtype)
@@ -121,7 +123,7 @@ def loss_and_grad(
         # all rows at once by default (a chunk loop would only be unrolled in the graph).
         run_chunks(_rows, chunk_size or M)
         return row_loss, grad
-    kernel = _compiled()
+    kernel = _compiled() if wrap is None else wrap(_compiled())
     # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
     chunk = chunk_size or (M if logits.is_cuda else T.default_chunk_size(M, K, CHUNK_ELEMENTS))
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
