@@ -39,7 +39,7 @@ from labelsmooth.kernels import auto_compiled, compiled_backend, torch_backend, 
 BACKENDS = ("auto", "torch", "triton", "compiled")
 #: In eager mode "auto" compiles the CPU kernel for inputs of at least this many logits (N·K): there its
 #: first call's seconds of compilation are worth it (docs/performance.md, "torch.compile").
-AUTO_MIN_LOGITS = 1 << 24
+AUTO_MIN_LOGITS = 1 << 22
 
 
 def _cxx_compiler() -> str | None:
