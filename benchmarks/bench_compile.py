@@ -77,11 +77,12 @@ def step_variants() -> tuple[dict, str]:
     return variants, "torch F.cross_entropy, compiled"
 
 
-def loss_variants() -> tuple[dict, str]:
-    g = torch.Generator().manual_seed(1)
-    z = torch.randn(N, K, generator=g).requires_grad_()
-    y = torch.randint(0, K, (N,), generator=g)
-    one_liner = torch.compile(F.cross_entropy)
+def eager_problem(n: int, k: int, seed: int):
+    """(make, one_liner) for the loss alone on leaf logits (n, k): make(fn) is a step of fn(z, y), forward
+    and backward; one_liner is ``torch.compile(F.cross_entropy)``."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, k, generator=g).requires_grad_()
+    y = torch.randint(0, k, (n,), generator=g)
 
     def make(fn):
         def run():
@@ -91,6 +92,11 @@ def loss_variants() -> tuple[dict, str]:
 
         return run
 
+    return make, torch.compile(F.cross_entropy)
+
+
+def loss_variants() -> tuple[dict, str]:
+    make, one_liner = eager_problem(N, K, seed=1)
     variants = {
         "torch F.cross_entropy, eager": make(lambda z, y: F.cross_entropy(z, y, label_smoothing=EPS)),
         "torch.compile(F.cross_entropy)": make(lambda z, y: one_liner(z, y, label_smoothing=EPS)),
@@ -111,18 +117,7 @@ SHAPES = ["128x1000", "1024x1000", "16384x1000", "65536x100", "512x32000", "4096
 
 
 def size_variants(n: int, k: int) -> tuple[dict, str]:
-    g = torch.Generator().manual_seed(2)
-    z = torch.randn(n, k, generator=g).requires_grad_()
-    y = torch.randint(0, k, (n,), generator=g)
-    one_liner = torch.compile(F.cross_entropy)
-
-    def make(fn):
-        def run():
-            loss = fn(z, y)
-            (grad,) = torch.autograd.grad(loss, z)
-            return grad
-
-        return run
+    make, one_liner = eager_problem(n, k, seed=2)
 
     def ours(**kw):
         return make(lambda z, y: labelsmooth.fused_cross_entropy(z, y, label_smoothing=EPS, **kw))
