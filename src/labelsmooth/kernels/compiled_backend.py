@@ -20,9 +20,10 @@ from labelsmooth._common import compute_dtype, in_dtype
 from labelsmooth.kernels import torch_backend as T
 from labelsmooth.targets import Coefficients
 
-# Logits per chunk by default: 128 MiB of float32, 1,048 rows at K = 32,000. Inductor's kernel is row-local
-# and holds no chunk-sized temporary, so a chunk only bounds the number of calls (each costs Dynamo's guards;
-# small chunks lost up to 1.8× at K = 100 against 2^25, docs/performance.md).
+# Logits per chunk by default: 128 MiB of float32, 1,048 rows at K = 32,000. Inductor's kernel makes three
+# passes over a chunk (max, sum of exponentials, gradient) and holds no chunk-sized temporary; cache-sized
+# chunks (2^21) keep the later passes in cache but pay Dynamo's guards on every call, and lost at every
+# shape measured (docs/performance.md).
 CHUNK_ELEMENTS = 1 << 25
 # Kernels one process may compile for _rows: each dtype, prior kind (none, constant, (K,), (n, K)), target
 # kind, with or without a gradient and in or out of place is one; Dynamo's default limit (8) is too few.
