@@ -12,7 +12,8 @@ repeat), float32 on the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K 
   ``F.cross_entropy``, ``torch.compile(F.cross_entropy)`` (the one-liner) and ``fused_cross_entropy``
   (its default backend, and each CPU backend).
 - ``sizes``: the ``loss`` group's eager variants across shapes (``--shapes N×K ...``): the one-liner,
-  the plain backend, and the compiled backend with chunks of 2^21 (its default), 2^23 and 2^25 logits;
+  the plain backend, and the compiled backend with chunks of 2^21 (its default until session 7), 2^23
+  and 2^25 logits (its default since);
   plus each variant's first call in this process (compilation included) and the default's choice.
 
 Reported: the median time per variant, the median over repeats of the paired ratio to the reference
