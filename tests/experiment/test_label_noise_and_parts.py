@@ -249,8 +249,13 @@ def test_per_part_report_stores_merge_back_into_one_that_reports_and_resumes_the
         argv = ["report", "--out", str(tmp_path / out)] + [x for s in stores for x in ("--store", s)]
         assert main(argv) == 0
     capsys.readouterr()
-    pages = [(tmp_path / r / "report.md").read_text().split("## Provenance")[0] for r in ("r1", "r2", "r3")]
-    assert pages[0] == pages[1] == pages[2]
+    pages = [(tmp_path / r / "report.md").read_text() for r in ("r1", "r2", "r3")]
+    assert pages[0] == pages[1] == pages[2], "the same report, provenance included: each sweep listed once"
+    with Store(full, readonly=True) as f:
+        n_sweeps = len(f.sweeps())
+    listed = [line for line in pages[1].splitlines() if line.startswith("- Sweep ")]
+    assert [line.split(":")[0] for line in listed] == [f"- Sweep {i}" for i in range(1, n_sweeps + 1)]
+    assert "- Wall time with at least one run training: " in pages[1]
     again = run_protocol(reproduce.FULL["a"], merged, workers=1, progress=False)
     assert again["trials"]["done"] == again["finals"]["done"] == 0, "the merged store resumes: nothing to train"
     assert main(["export", "--store", a, "--store", b, "--csv", str(tmp_path / "x.csv")]) == 2

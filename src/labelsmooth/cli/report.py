@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from labelsmooth.cli import CLIError
     from labelsmooth.experiment.report import write_report
-    from labelsmooth.experiment.store import Store
+    from labelsmooth.experiment.store import Store, distinct_sweeps
 
     rows, sweeps, predictions = {}, [], {}
     for path in args.store:
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
             for key, value in store.predictions().items():
                 predictions.setdefault(key, value)
     runs = list(rows.values())
+    sweeps = distinct_sweeps(sweeps)  # per-part stores exported from one store share its sweeps
     notes = None
     if args.notes:
         try:

@@ -366,6 +366,29 @@ def data_lines(runs: list[dict], limit: int = 20) -> list[str]:
     return lines
 
 
+def _busy_seconds(runs: list[dict]) -> float:
+    """Seconds during which at least one of ``runs`` was training: the union of [finished − total, finished].
+
+    Example:
+        >>> _busy_seconds([{"finished": 10.0, "timings": {"total": 4.0}}, {"finished": 12.0, "timings": {"total": 4.0}},
+        ...                {"finished": 30.0, "timings": {"total": 5.0}}])
+        11.0
+    """
+    spans = sorted(
+        (r["finished"] - t, r["finished"])
+        for r in runs
+        if r.get("finished") is not None and (t := (r.get("timings") or {}).get("total"))
+    )
+    total, start, end = 0.0, None, None
+    for a, b in spans:
+        if end is None or a > end:
+            total += 0.0 if end is None else end - start
+            start, end = a, b
+        else:
+            end = max(end, b)
+    return total + (0.0 if end is None else end - start)
+
+
 def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     lines = []
     done = [r for r in runs if r["status"] == "done"]
@@ -373,6 +396,14 @@ def _provenance(runs: list[dict], sweeps: list[dict]) -> list[str]:
     lines.append(f"Runs: {len(done)} done, {len(failed)} failed.")
     cpu = sum((r.get("timings") or {}).get("total", 0.0) for r in done)
     lines.append(f"Sum of run times: {cpu / 60:.1f} min.")
+    busy = _busy_seconds(done)
+    if busy:
+        walls = [s["wall_s"] for s in sweeps if s.get("wall_s") is not None]
+        lines.append(
+            f"Wall time with at least one run training: {busy / 3600:.2f} h (the union of the runs' own "
+            f"intervals, so sweeps cut off count too; {len(walls)} of {len(sweeps)} sweeps finished and "
+            f"recorded {sum(walls) / 3600:.2f} h)."
+        )
     for s in sweeps:
         m = s.get("machine") or {}
         wall = f"{s['wall_s']:.0f} s" if s.get("wall_s") is not None else "unfinished (killed or running)"

@@ -563,6 +563,25 @@ def export_csv(runs: Iterable[dict], path: str | os.PathLike) -> int:
     return len(rows)
 
 
+def distinct_sweeps(sweeps: Iterable[dict]) -> list[dict]:
+    """The sweeps of several stores, each once, in the order they started, numbered from 1 (``id``).
+
+    One sweep is one command line started at one time: stores merged or exported from one another hold
+    copies of the same rows (:func:`copy_for_report` keeps each once by the same rule).
+
+    Example:
+        >>> a = {"id": 7, "command": "labelsmooth sweep", "started": 2.0}
+        >>> b = {"id": 3, "command": "labelsmooth reproduce", "started": 1.0}
+        >>> [(s["id"], s["command"]) for s in distinct_sweeps([a, b, dict(a, id=1)])]
+        [(1, 'labelsmooth reproduce'), (2, 'labelsmooth sweep')]
+    """
+    seen: dict[tuple, dict] = {}
+    for s in sweeps:
+        seen.setdefault((s.get("command"), s.get("started")), s)
+    ordered = sorted(seen.values(), key=lambda s: (s.get("started") is None, s.get("started") or 0.0))
+    return [dict(s, id=i) for i, s in enumerate(ordered, 1)]
+
+
 def copy_for_report(
     stores: Store | list[Store],
     path: str | os.PathLike,
