@@ -66,3 +66,39 @@ def test_inplace_writes_the_gradient_into_the_logits(dtype):
     torch.testing.assert_close(loss.double(), ref, **tol)
     torch.testing.assert_close(leaf.grad.double(), ref_grad, **tol)
     torch.testing.assert_close(act.detach().double(), ref_grad, **tol)  # the logits now hold the gradient
+
+
+def test_compiles_once_per_class_count_and_never_for_a_new_row_count(monkeypatch):
+    # Dynamo's automatic dynamic shapes would make the class count symbolic after a second K, and a
+    # kernel generic in K ran 1.5x slower at 65,536 x 100 (docs/performance.md): the class dimension is
+    # pinned static, while the rows (the tail chunk, a new batch size) vary without recompiling.
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from labelsmooth.kernels import compiled_backend
+
+    counter = CompileCounterWithBackend("eager")  # Dynamo's decisions, without Inductor's seconds
+    monkeypatch.setattr(
+        compiled_backend, "_compiled", lambda: torch.compile(compiled_backend._rows, fullgraph=True, backend=counter)
+    )
+    torch._dynamo.reset()
+
+    def run(n, k, chunk):
+        z = torch.randn(n, k, dtype=torch.float64, requires_grad=True)
+        y = torch.arange(n) % k
+        loss = fused_cross_entropy(z, y, label_smoothing=0.1, chunk_size=chunk, backend="compiled")
+        ref = labelsmooth.cross_entropy(z, y, label_smoothing=0.1)
+        torch.testing.assert_close(loss, ref, rtol=1e-9, atol=1e-12)
+        (grad,) = torch.autograd.grad(loss, z)
+        torch.testing.assert_close(grad, torch.autograd.grad(ref, z)[0], rtol=1e-9, atol=1e-12)
+        return counter.frame_count
+
+    try:
+        run(12, 40, chunk=8)  # chunks of 8 rows, then a tail of 4 at an offset: a few kernels for K = 40
+        warm = run(20, 40, chunk=6)
+        assert run(30, 40, chunk=7) == warm  # other row counts and offsets: no new kernel
+        assert run(10, 40, chunk=4) == warm  # (a 1-row chunk would compile once more: Dynamo specialises size 1)
+        first = run(8, 30, chunk=8)  # a new class count: its own kernel
+        assert first > warm
+        assert run(8, 20, chunk=8) == first + 1  # and another: a kernel generic in K would have been reused
+    finally:
+        torch._dynamo.reset()

@@ -4,7 +4,8 @@ See :mod:`labelsmooth.kernels` for the contract. :func:`_rows` states the whole 
 out of place, with the loss formula of :func:`.torch_backend.loss_terms`; TorchInductor turns it into one
 C++/OpenMP kernel per chunk (docs/performance.md describes its loops and costs). It needs a C++ compiler
 (g++ or clang++) and compiles on first use for each new dtype, prior kind and class count; rows may change
-without recompiling. "auto" takes it inside a caller's torch.compile (where nothing extra is compiled) and,
+without recompiling (the class dimension is marked static, so that a second class count in one process
+gets its own kernel rather than one generic in K, which Dynamo's automatic dynamic shapes would build). "auto" takes it inside a caller's torch.compile (where nothing extra is compiled) and,
 in eager mode, for CPU inputs of at least ``AUTO_MIN_LOGITS`` logits where a C++ compiler is found,
 through :mod:`.auto_compiled` (:func:`labelsmooth.kernels.select_backend`).
 """
@@ -78,6 +79,20 @@ def _rows(
     return loss
 
 
+def _classes_static(kernel):
+    """``kernel`` with the class dimension of its (n, K) and (K,) arguments marked static for Dynamo."""
+
+    def call(z, out, tgt, a, b, m, s, v, *rest):
+        for t in (z, out):
+            if t is not None:
+                torch._dynamo.mark_static(t, 1)
+        if v is not None and v.dim():
+            torch._dynamo.mark_static(v, v.dim() - 1)
+        return kernel(z, out, tgt, a, b, m, s, v, *rest)
+
+    return call
+
+
 @functools.cache
 def _compiled():
     return torch.compile(_rows, fullgraph=True)
@@ -127,7 +142,7 @@ def loss_and_grad(
         # all rows at once by default (a chunk loop would only be unrolled in the graph).
         run_chunks(_rows, chunk_size or M)
         return row_loss, grad
-    kernel = _compiled() if wrap is None else wrap(_compiled())
+    kernel = _classes_static(_compiled() if wrap is None else wrap(_compiled()))
     # On a GPU, Inductor's reductions are row-local already: one call for all rows (no per-chunk launches).
     chunk = chunk_size or (M if logits.is_cuda else T.default_chunk_size(M, K, CHUNK_ELEMENTS))
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
