@@ -15,6 +15,9 @@ repeat), float32 on the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K 
   the plain backend, and the compiled backend with chunks of 2^21 (its default until session 7), 2^23
   and 2^25 logits (its default since);
   plus each variant's first call in this process (compilation included) and the default's choice.
+  Dynamo's caches are cleared before each shape, so that each is measured as in a process that sees
+  only it (after a second shape, automatic dynamic shapes compile kernels generic in the sizes that
+  changed, the one-liner's too); ``--keep-compiled`` keeps them, as a process that meets several shapes.
 
 Reported: the median time per variant, the median over repeats of the paired ratio to the reference
 (torch compiled for ``step``, ``torch.compile(F.cross_entropy)`` for ``loss``) with its quartiles, and the peak
@@ -22,7 +25,7 @@ of bytes allocated during one step (torch.profiler's allocation records replayed
 benchmarks/_memory.py, shared with bench_hf_patch.py; the same measure as tests/integrations/_memory.py).
 
     PYTHONPATH=src python benchmarks/bench_compile.py [--reps 9] [--threads 2] [--group step loss sizes]
-        [--shapes 4096x32000 2048x128000 ...]
+        [--shapes 4096x32000 2048x128000 ...] [--keep-compiled]
 """
 
 from __future__ import annotations
@@ -173,6 +176,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--group", nargs="+", default=["step", "loss"], choices=["step", "loss", "sizes"])
     parser.add_argument("--shapes", nargs="+", default=SHAPES, help="N×K of the sizes group, as 4096x32000")
+    parser.add_argument(
+        "--keep-compiled", action="store_true", help="sizes group: keep Dynamo's caches from one shape to the next"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{platform.platform()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -180,7 +186,7 @@ def main() -> None:
     groups = {"step": step_variants, "loss": loss_variants}
     for group in args.group:
         if group == "sizes":
-            sizes(args.shapes, args.reps)
+            sizes(args.shapes, args.reps, keep_compiled=args.keep_compiled)
             continue
         variants, reference = groups[group]()
         if group == "step":
@@ -196,12 +202,14 @@ def main() -> None:
             )
 
 
-def sizes(shapes: list[str], reps: int) -> None:
+def sizes(shapes: list[str], reps: int, keep_compiled: bool = False) -> None:
     print("\nsizes: the loss alone on leaf logits N×K, forward + backward; ratio to torch.compile(F.cross_entropy)")
     print("| N × K | variant | median ms | ratio [quartiles] | first call ms | peak MiB |")
     print("|---|---|---:|---|---:|---:|")
     for shape in shapes:
         n, k = (int(v) for v in shape.lower().replace("×", "x").split("x"))
+        if not keep_compiled:
+            torch._dynamo.reset()
         variants, reference = size_variants(n, k)
         first: dict[str, float] = {}
         picked = labelsmooth.kernels.select_backend("auto", torch.empty(n, k)).__name__.rsplit(".", 1)[-1]
