@@ -1,8 +1,8 @@
 """Our losses under torch.compile against torch's, and our eager default against torch.compile(F.cross_entropy).
 
 Three groups, each paired in one process (the variants alternate step by step, the order rotated every
-repeat; each timed call follows an untimed one of the same variant, since the first call after another
-variant ran up to 1.9x slower at 65,536 × 100: docs/performance.md), float32 on the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K = 32,000 classes:
+repeat; each repeat's time is the median of 3 calls in a row after an untimed one of the same variant,
+since the first call after another variant ran up to 1.9x slower at 65,536 × 100: docs/performance.md), float32 on the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K = 32,000 classes:
 
 - ``step``: a small model's training step, compiled with ``torch.compile(forward, fullgraph=True)``:
   h = tanh(x A), logits = h Wᵀ, loss (the compiled forward), then backward into A and W (its graph
@@ -44,6 +44,7 @@ from _memory import peak_bytes
 
 N, K, D, H = 4096, 32000, 64, 64
 EPS = 0.1
+CALLS = 3  # timed calls in a row per variant and repeat; their median is the repeat's time
 
 
 def step_variants() -> tuple[dict, str]:
@@ -151,10 +152,13 @@ def measure(variants: dict, reference: str, reps: int, first: dict | None = None
     for rep in range(reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
-            variants[name]()  # untimed: the call after another variant's pays for its allocator state
-            t0 = time.perf_counter()
-            variants[name]()
-            times[name].append(time.perf_counter() - t0)
+            variants[name]()  # untimed: the call after another variant's may pay for its allocator state
+            block = []
+            for _ in range(CALLS):
+                t0 = time.perf_counter()
+                variants[name]()
+                block.append(time.perf_counter() - t0)
+            times[name].append(statistics.median(block))
     rows = []
     for name in names:
         ratios = [a / b for a, b in zip(times[name], times[reference])]
