@@ -1,8 +1,10 @@
 """Our losses under torch.compile against torch's, and our eager default against torch.compile(F.cross_entropy).
 
-Three groups, each paired in one process (the variants alternate step by step, the order rotated every
-repeat; each repeat's time is the median of 3 calls in a row after an untimed one of the same variant,
-since the first call after another variant ran up to 1.9x slower at 65,536 × 100: docs/performance.md), float32 on the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K = 32,000 classes:
+Three groups, each paired in one process: the variants alternate, in a new (seeded) random order every
+repeat, and each repeat's time is the median of 3 calls in a row after an untimed one of the same
+variant (the first call after another variant ran up to 1.9x slower at 65,536 × 100, and a fixed
+rotation put the same variant after the reference in most repeats: docs/performance.md). float32 on
+the CPU, ε = 0.1 (torch's convention), N = 4,096 tokens, K = 32,000 classes:
 
 - ``step``: a small model's training step, compiled with ``torch.compile(forward, fullgraph=True)``:
   h = tanh(x A), logits = h Wᵀ, loss (the compiled forward), then backward into A and W (its graph
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import time
 
@@ -150,7 +153,7 @@ def measure(variants: dict, reference: str, reps: int, first: dict | None = None
         variants[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
-        order = names[rep % len(names) :] + names[: rep % len(names)]
+        order = random.Random(rep).sample(names, len(names))  # no variant always follows the same one
         for name in order:
             variants[name]()  # untimed: the call after another variant's may pay for its allocator state
             block = []
